@@ -1,0 +1,174 @@
+"""``gencompare``: a thin command-line front end.
+
+``gencompare <command> [hydra overrides]`` composes ``conf/<command>.yaml`` with Hydra
+(so ``-m``, ``--cfg job``, ``--help`` and shell completion work as in any Hydra app) and
+hands the config to an importable task function that returns its metrics.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from gencompare.errors import GencompareError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+console = Console(stderr=True, soft_wrap=True)
+
+USAGE = """usage: gencompare <command> [overrides ...]
+
+commands:
+  train     train a family:            gencompare train model=vae dataset=mnist
+            sweep (one run per job):   gencompare train -m model=gan,vae seed=0,1
+  eval      score a run dir:           gencompare eval run=outputs/runs/<date>/<run>
+  compare   table of runs or a sweep:  gencompare compare outputs/multirun/<date>/<time>
+
+`gencompare <command> --help` lists config groups and options; `--cfg job` prints the config.
+"""
+
+
+def _report_errors(fn):
+    """One line on stderr and exit status 2 for a user error (full traceback with HYDRA_FULL_ERROR=1)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GencompareError as exc:
+            _remove_empty_run_dir(args[0] if args else None)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise SystemExit(2) from None
+
+    return wrapped
+
+
+FLAGS_WITHOUT_RUN = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
+                     "--resolve", "--package", "-p"}
+
+
+def _group_options(group: str) -> list[str]:
+    folder = Path(CONF_DIR) / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def precheck(config_name: str, args: list[str]) -> None:
+    """Fail in one line, before Hydra starts a run dir, on an unknown config-group choice
+    (``model=nope``, also inside a sweep ``model=gan,nope``) or, for a single run, on any
+    override the schema rejects (``trainer.batch_size=abc``, ``trainer.max_stpes=3``).
+
+    Raises:
+        GencompareError: the override and what is wrong with it (valid choices listed).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a.split("=", 1)[0] in FLAGS_WITHOUT_RUN for a in args):
+        return
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise GencompareError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
+    if any(o.key_or_group.startswith("hydra.searchpath") for o in parsed):
+        return  # extra config dirs: leave group checks to Hydra
+    for o in parsed:
+        group = o.key_or_group
+        options = _group_options(group)
+        if not options or o.is_delete():
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        for value in values:
+            if value not in options and value != "null":
+                raise GencompareError(f"{group}={value} is not a {group} config; choose one of: {', '.join(options)}")
+    if "-m" in args or "--multirun" in args:
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name=config_name):
+            compose(config_name=config_name, overrides=[a for a in overrides if not a.startswith(("hydra.", "hydra/"))])
+    except (HydraException, OmegaConfBaseException) as exc:
+        # the useful words are in the innermost OmegaConf error: "Value 'abc' of type 'str'
+        # could not be converted to Integer" / "Key 'max_stpes' not in 'TrainerConfig'"
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        lines = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
+        key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
+        message = lines[0] if lines else type(root).__name__
+        raise GencompareError(f"{key}: {message}" if key else message) from None
+
+
+def _remove_empty_run_dir(cfg) -> None:
+    """Hydra makes the run dir before the task starts; a run that failed on bad input
+    leaves nothing in it but an empty log, so remove it rather than leave clutter."""
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+    except Exception:  # noqa: BLE001 - not a train/eval config
+        return
+    if not run_dir.is_dir():
+        return
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    if all(p.suffix == ".log" and p.parent == run_dir and p.stat().st_size == 0 for p in files):
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _hydra_command(config_name: str, task):
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+    def _main(cfg):
+        return _report_errors(task)(cfg)
+
+    return _main
+
+
+def train_command() -> None:
+    from gencompare import config  # noqa: F401 - registers the schemas
+    from gencompare.runner import train
+
+    _report_errors(precheck)("train", sys.argv[1:])
+    _hydra_command("train", train)()
+
+
+def eval_command() -> None:
+    from gencompare import config  # noqa: F401
+    from gencompare.evaluate import evaluate_run
+
+    _report_errors(precheck)("eval", sys.argv[1:])
+    _hydra_command("eval", evaluate_run)()
+
+
+def compare_command() -> None:
+    from gencompare.report import compare_main
+
+    _report_errors(compare_main)(sys.argv[1:])
+
+
+COMMANDS = {"train": train_command, "eval": eval_command, "compare": compare_command}
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command = argv[0]
+    if command not in COMMANDS:
+        console.print(f"[bold red]error:[/] unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+        raise SystemExit(2)
+    # Hydra reads sys.argv: present the subcommand as the program
+    sys.argv = [sys.argv[0], *argv[1:]]
+    COMMANDS[command]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Typed schemas for the composed config, registered in Hydra's ConfigStore.
+
+``conf/train.yaml`` lists ``train_schema`` first in its defaults, so every value the
+YAML files or the command line set is checked against these dataclasses while Hydra
+composes: a misspelt key (``trainer.max_stpes=5``) or a wrong type
+(``trainer.batch_size=abc``) fails before any data is loaded. Value checks that a type
+cannot express (a positive batch size, a positive learning rate) live in
+:func:`validate`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from gencompare.errors import GencompareError
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    log_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    kind: str = "image"
+    data_dir: str = "data"
+    download: bool = True
+    allow_offline_sample: bool = True
+    valid_size: int = 10000
+    system_dirs: list[str] = field(default_factory=list)
+    build_seed: int = 0
+    num_train: int = 50000
+    num_valid: int = 2500
+    num_test: int = 2500
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 5000
+    epochs: Optional[int] = None
+    batch_size: int = 100
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 500
+    eval_every: Optional[int] = None
+    num_grid_samples: int = 64
+    precision: str = "32"
+    grad_clip: Optional[float] = None
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "gencompare"
+    entity: Optional[str] = None
+    mode: str = "auto"
+    group: Optional[str] = None
+    run_name: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    log_images: bool = True
+
+
+@dataclass
+class TrainSchema:
+    seed: int = 0
+    task_name: str = "train"
+    model: Any = MISSING
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    metrics: Any = None
+    tags: list[str] = field(default_factory=list)
+
+
+def register_schemas() -> None:
+    """Register the schemas with Hydra (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainSchema)
+
+
+register_schemas()
+
+PRECISIONS = ("32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _walk(node: Any, path: str = ""):
+    if isinstance(node, (DictConfig, Mapping)):
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (ListConfig, list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}[{i}]")
+    else:
+        yield path, node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a schema type cannot express, before anything is loaded.
+
+    Raises:
+        GencompareError: a non-positive batch size, step count or interval, a
+            non-positive learning rate anywhere under ``model``, or an unknown
+            precision / device / binarization.
+    """
+    t = cfg.trainer
+    if t.batch_size <= 0:
+        raise GencompareError(f"trainer.batch_size must be a positive integer, got {t.batch_size}")
+    if t.epochs is None and t.max_steps <= 0:
+        raise GencompareError(f"trainer.max_steps must be positive, got {t.max_steps}")
+    if t.epochs is not None and t.epochs <= 0:
+        raise GencompareError(f"trainer.epochs must be positive, got {t.epochs}")
+    for key in ("log_every", "sample_every", "checkpoint_every", "num_grid_samples"):
+        if t[key] <= 0:
+            raise GencompareError(f"trainer.{key} must be positive, got {t[key]}")
+    if t.eval_every is not None and t.eval_every <= 0:
+        raise GencompareError(f"trainer.eval_every must be positive or null, got {t.eval_every}")
+    if t.precision not in PRECISIONS:
+        raise GencompareError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if cfg.device.name not in DEVICES:
+        raise GencompareError(f"device must be one of {', '.join(DEVICES)}, got {cfg.device.name!r}")
+    for path, value in _walk(cfg.model, "model"):
+        leaf = path.rsplit(".", 1)[-1]
+        if leaf in ("lr", "learning_rate") and isinstance(value, (int, float)) and value <= 0:
+            raise GencompareError(f"{path} must be a positive learning rate, got {value}")
+    from gencompare.data import BINARIZATIONS
+
+    binarize = cfg.model.get("binarize", "none")
+    if binarize not in BINARIZATIONS:
+        raise GencompareError(f"model.binarize must be one of {', '.join(BINARIZATIONS)}, got {binarize!r}")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python (for checkpoints and W&B); unresolvable Hydra
+    interpolations are kept as strings rather than failing."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - e.g. ${hydra:...} outside a Hydra run
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]

@@ -1,0 +1,110 @@
+"""The one interface every generative family implements.
+
+`gencompare.runner` trains any family through these four methods and never
+asks which family it runs; the metrics use only :meth:`GenerativeModel.sample`,
+so every family is scored the same way (style.md, "One interface for every
+family").
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+OptimizerFactory = Callable[..., Optimizer]
+"""A partially applied optimizer (Hydra ``_partial_: true``): ``factory(params) -> Optimizer``."""
+
+
+class GenerativeModel(nn.Module, abc.ABC):
+    """Base class of the four families (GAN, VAE, NADE/RNADE, DDPM).
+
+    Constructors are keyword-only and take at least:
+
+    - ``data_shape``: shape of one example, ``(C, H, W)`` for images or ``(D,)``
+      for points (the 2D mixtures);
+    - ``binary``: True when the runner feeds binarized images ({0, 1} floats),
+      False for continuous data (pixels in [0, 1], or real-valued points);
+    - one or more optimizer factories (Hydra ``_partial_`` optimizers).
+
+    Data convention: images are float pixels in [0, 1]; points are raw
+    real coordinates. :meth:`sample` returns examples in the same space.
+    """
+
+    #: Family name as used in configs and reports ("gan", "vae", "nade", "ddpm").
+    family: ClassVar[str] = ""
+    #: Name of the likelihood :meth:`log_likelihood` returns, for reports:
+    #: "nll_exact" (NADE), "nll_iwae" (VAE estimate), "nll_bound" (DDPM
+    #: variational bound), or None when the family has none (GAN).
+    likelihood_kind: ClassVar[str | None] = None
+
+    def __init__(self, *, data_shape: Sequence[int], binary: bool = False) -> None:
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.binary = bool(binary)
+
+    @property
+    def data_dim(self) -> int:
+        """Number of dimensions D of one example (784 for MNIST, 2 for ring8)."""
+        d = 1
+        for s in self.data_shape:
+            d *= s
+        return d
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- training ---------------------------------------------------------
+    @abc.abstractmethod
+    def configure_optimizers(self) -> dict[str, Optimizer]:
+        """Optimizers in step order, e.g. ``{"discriminator": ..., "generator": ...}``."""
+
+    def optimizer_repeats(self) -> dict[str, int]:
+        """How many times each optimizer steps per training iteration; absent names step once.
+
+        The GAN returns ``{"discriminator": k}`` (Goodfellow et al. 2014,
+        Algorithm 1). The runner gives each repeat a fresh batch.
+        """
+        return {}
+
+    @abc.abstractmethod
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+        """Loss for optimizer ``name`` on ``batch`` and scalars to log.
+
+        Args:
+            batch: ``(B, *data_shape)`` examples on the model's device.
+            name: one of the keys of :meth:`configure_optimizers`.
+
+        Returns:
+            ``(loss, logs)``: a scalar tensor to minimise, and a dict of
+            Python floats whose keys are logged as ``train/<key>``.
+        """
+
+    def on_train_batch_end(self, step: int) -> None:
+        """Hook after every optimizer of an iteration stepped (e.g. EMA update)."""
+
+    # -- evaluation -------------------------------------------------------
+    @abc.abstractmethod
+    def sample(self, n: int) -> Tensor:
+        """Draw ``n`` examples: ``(n, *data_shape)`` in data space (see class doc)."""
+
+    def log_likelihood(self, x: Tensor) -> Tensor | None:
+        """Per-example log-likelihood in nats, shape ``(B,)``, or None if the family has none.
+
+        Exact for NADE, an importance-weighted estimate for the VAE, a variational
+        lower bound for the DDPM; :attr:`likelihood_kind` names which.
+        """
+        return None
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Named sub-networks whose parameter counts are reported (default: the whole model)."""
+        return {"model": self}
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
