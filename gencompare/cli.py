@@ -92,7 +92,8 @@ def precheck(config_name: str, args: list[str]) -> None:
 
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name=config_name):
-            compose(config_name=config_name, overrides=[a for a in overrides if not a.startswith(("hydra.", "hydra/"))])
+            cfg = compose(config_name=config_name,
+                          overrides=[a for a in overrides if not a.startswith(("hydra.", "hydra/"))])
     except (HydraException, OmegaConfBaseException) as exc:
         # the useful words are in the innermost OmegaConf error: "Value 'abc' of type 'str'
         # could not be converted to Integer" / "Key 'max_stpes' not in 'TrainerConfig'"
@@ -103,6 +104,12 @@ def precheck(config_name: str, args: list[str]) -> None:
         key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
         message = lines[0] if lines else type(root).__name__
         raise GencompareError(f"{key}: {message}" if key else message) from None
+    from omegaconf import OmegaConf
+
+    # top-level only: deeper nodes hold ${hydra:...} interpolations that resolve only in a run
+    missing = sorted(str(k) for k in cfg if OmegaConf.is_missing(cfg, k))
+    if missing:
+        raise GencompareError(f"missing value for {', '.join(missing)}: pass {missing[0]}=...")
 
 
 def _remove_empty_run_dir(cfg) -> None:

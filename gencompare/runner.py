@@ -8,6 +8,7 @@ A run dir holds::
 
     .hydra/             the composed config (Hydra)
     checkpoints/last.ckpt   model, optimizers, step, RNG states, config (atomic writes)
+    history.jsonl       the train/* scalars of every log step, one JSON object a line
     samples/step_*.png  sample grids (or 2D scatter plots) over training; samples.png at the end
     metrics.json        final losses, steps, wall time, samples/s, parameters, data, metrics
     wandb/              the W&B run files (logger=wandb)
@@ -178,6 +179,14 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(overrides), run_dir / name)
 
 
+def keep_history_until(path: Path, step: int) -> None:
+    """Drop ``history.jsonl`` lines logged after ``step`` (a resumed run logs them again)."""
+    if not path.is_file():
+        return
+    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
 def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
     """Instantiate ``cfg.model.module`` for the data's shape.
 
@@ -340,6 +349,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "rng": rng_state(), "config": config_dict, "train_time_s": elapsed_before + (time.perf_counter() - t0),
             "wandb_id": getattr(tracker, "run_id", None), "data_shape": list(bundle.shape),
+            "eval_history": eval_history,
         }, ckpt_path)
 
     def write_grid(tag: str) -> Path:
@@ -359,6 +369,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/] ({bundle.sizes()['train']} train) "
         f"on {device}, {sum(parameters.values()):,} parameters, run dir {run_dir}"
     )
+    history_path = run_dir / "history.jsonl"
+    if checkpoint is not None:
+        keep_history_until(history_path, step)
+    history = history_path.open("a")
+    eval_history: list[dict[str, Any]] = list(checkpoint.get("eval_history", [])) if checkpoint else []
     t0 = time.perf_counter()
     start_step, start_batches = step, stream.batches_drawn
     try:
@@ -394,12 +409,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     window.clear()
                     elapsed = time.perf_counter() - t0
                     rate = (stream.batches_drawn - start_batches) * int(t.batch_size) / max(elapsed, 1e-9)
-                    tracker.log({**{f"train/{k}": v for k, v in last_logs.items()},
-                                 "train/samples_per_s": rate, "train/epoch": stream.epoch}, step=step)
+                    record = {**{f"train/{k}": v for k, v in last_logs.items()},
+                              "train/samples_per_s": rate, "train/epoch": stream.epoch}
+                    tracker.log(record, step=step)
+                    history.write(json.dumps({"step": step, **record}) + "\n")
+                    history.flush()
                     shown = [k for k in last_logs if not k.startswith("grad_norm")][:4]
                     progress.update(task, stats=" ".join(f"{k}={last_logs[k]:.3f}" for k in shown) + f" {rate:,.0f} ex/s")
                 if step % t.sample_every == 0 and step != max_steps:
                     write_grid(f"step_{step:07d}")
+                if t.eval_every and step % t.eval_every == 0 and step != max_steps and cfg.metrics.enabled:
+                    results = run_evaluation(cfg, model, bundle, run_dir, tracker, step, final=False)
+                    eval_history.append({"step": step, **results})
+                    model.train()
                 if step % t.checkpoint_every == 0 or step == max_steps or stop.signum is not None:
                     save_checkpoint()
                 progress.update(task, completed=step)
@@ -411,6 +433,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException:
         tracker.finish(exit_code=1)
         raise
+    finally:
+        history.close()
     train_time = elapsed_before + (time.perf_counter() - t0)
 
     if stop.signum is not None:
@@ -449,6 +473,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "sample_grid": str(final_grid.relative_to(run_dir)),
             "checkpoint": str(CHECKPOINT),
         }
+        if eval_history:
+            metrics["eval_history"] = eval_history
         metrics.update(evaluate_after_training(cfg, model, bundle, run_dir, tracker, step))
         atomic_write_json(metrics, run_dir / "metrics.json")
         tracker.summary(flatten_for_summary(metrics))
@@ -460,9 +486,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def run_evaluation(cfg, model, bundle, run_dir, tracker, step, *, final: bool) -> dict[str, Any]:
+    """Evaluate with ``cfg.metrics`` in a forked RNG (training's random stream is untouched,
+    so evaluating never changes the trained weights) and log the scalars as ``eval/*``."""
+    from gencompare.evaluate import evaluate_model
+
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        results = evaluate_model(cfg.metrics, model, bundle, run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir),
+                                 seed=int(cfg.seed), final=final)
+    scalars = {f"eval/{k}": v for k, v in flatten_for_summary(results).items() if isinstance(v, (int, float))}
+    tracker.log(scalars, step=step)
+    if final and (run_dir / "parzen_sigma.png").is_file():
+        tracker.log_image("eval/parzen_sigma", run_dir / "parzen_sigma.png", step=step)
+    return results
+
+
 def evaluate_after_training(cfg, model, bundle, run_dir, tracker, step) -> dict[str, Any]:
-    """Metrics computed at the end of training (extended by the evaluation module)."""
-    return {}
+    """The final evaluation (``metrics`` group), printed as a table."""
+    if not cfg.get("metrics") or not cfg.metrics.enabled:
+        return {}
+    from gencompare.evaluate import metrics_table
+
+    console.print("evaluating ...")
+    results = run_evaluation(cfg, model, bundle, run_dir, tracker, step, final=True)
+    Console().print(metrics_table(results, f"{cfg.model.name} on {bundle.variant}, step {step}"))
+    return results
 
 
 def flatten_for_summary(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""The data layer: real data offline, the documented splits, mixtures, binarization."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import needs_fashion
+from gencompare.data import (
+    BatchStream, OfflineSampleWarning, apply_binarization, binarize, load_dataset, mixture_means,
+)
+from gencompare.errors import GencompareError
+
+
+def mnist_cfg(data_dir, **kw):
+    return OmegaConf.create(dict(name="mnist", data_dir=str(data_dir), download=False,
+                                 allow_offline_sample=True, valid_size=10000, **kw))
+
+
+def test_offline_mnist_sample_split_is_balanced_and_fixed(data_dir):
+    with pytest.warns(OfflineSampleWarning, match="mnist-5k"):
+        b = load_dataset(mnist_cfg(data_dir))
+    assert b.variant == "mnist-5k"
+    assert b.sizes() == {"train": 4000, "valid": 500, "test": 500}
+    assert torch.bincount(b.train_labels).tolist() == [400] * 10
+    assert torch.bincount(b.test_labels).tolist() == [50] * 10
+    assert b.train.shape[1:] == (1, 28, 28) and 0.0 <= b.train.min() and b.train.max() == 1.0
+    # real digits, not noise: mean intensity of MNIST is about 0.13
+    assert 0.10 < float(b.train.mean()) < 0.16
+    with pytest.warns(OfflineSampleWarning):
+        again = load_dataset(mnist_cfg(data_dir))
+    assert torch.equal(again.test, b.test)
+
+
+def test_offline_sample_forbidden_gives_one_line_naming_files_and_folder(data_dir):
+    with pytest.raises(GencompareError) as err:
+        load_dataset(OmegaConf.merge(mnist_cfg(data_dir), {"allow_offline_sample": False}))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "train-images-idx3-ubyte" in msg and str(data_dir / "MNIST" / "raw") in msg
+    assert "allow_offline_sample=true" in msg
+
+
+@needs_fashion
+def test_fashion_mnist_offline_has_all_60000_training_images(data_dir):
+    cfg = OmegaConf.create(dict(name="fashion_mnist", data_dir=str(data_dir), download=False,
+                                system_dirs=["/usr/share/datasets/fashion-mnist"], valid_size=0))
+    b = load_dataset(cfg)
+    assert b.sizes() == {"train": 60000, "valid": 0, "test": 10000}
+    assert b.variant == "fashion_mnist" and b.num_classes == 10
+
+
+def test_ring8_has_eight_distinct_modes_and_grid25_twenty_five():
+    ring, std = mixture_means("ring8")
+    assert std == 0.01 and len(torch.unique(ring.round(decimals=4), dim=0)) == 8
+    assert torch.allclose(ring.norm(dim=1), torch.ones(8))
+    assert torch.allclose(ring[2], torch.tensor([0.0, 1.0]), atol=1e-6)  # angle 2 pi * 2/8
+    grid, std = mixture_means("grid25")
+    assert std == 0.05 and len(grid) == 25 and set(grid[:, 0].tolist()) == {-4.0, -2.0, 0.0, 2.0, 4.0}
+
+
+def test_mixture_is_a_function_of_the_seed():
+    cfg = OmegaConf.create(dict(name="ring8", num_train=1000, num_valid=10, num_test=10))
+    a, b, c = load_dataset(cfg, seed=1), load_dataset(cfg, seed=1), load_dataset(cfg, seed=2)
+    assert torch.equal(a.train, b.train) and not torch.equal(a.train, c.train)
+    # points sit within a few std of their labelled mode
+    d = (a.train - a.means[a.train_labels]).norm(dim=1)
+    assert float(d.max()) < 6 * a.std
+
+
+def test_binarization_modes():
+    x = torch.full((2000,), 0.3)
+    dyn1, dyn2 = binarize(x, "dynamic"), binarize(x, "dynamic")
+    assert set(dyn1.unique().tolist()) <= {0.0, 1.0} and not torch.equal(dyn1, dyn2)
+    assert abs(float(dyn1.mean()) - 0.3) < 0.05
+    assert float(binarize(x, "threshold").sum()) == 0.0
+    with pytest.raises(ValueError, match="unknown binarization"):
+        binarize(x, "sometimes")
+
+
+def test_static_binarization_is_fixed_across_runs(data_dir):
+    with pytest.warns(OfflineSampleWarning):
+        a = apply_binarization(load_dataset(mnist_cfg(data_dir)), "static")
+    with pytest.warns(OfflineSampleWarning):
+        b = apply_binarization(load_dataset(mnist_cfg(data_dir)), "static")
+    assert torch.equal(a.train, b.train) and set(a.train.unique().tolist()) == {0.0, 1.0}
+    with pytest.warns(OfflineSampleWarning):
+        d = apply_binarization(load_dataset(mnist_cfg(data_dir)), "dynamic")
+    assert d.binarization == "dynamic" and len(d.train.unique()) > 2  # train binarized per batch
+    assert set(d.test.unique().tolist()) == {0.0, 1.0}  # evaluation data fixed
+
+
+def test_batch_stream_resumes_exactly():
+    data = torch.arange(103.0)
+    full = BatchStream(data, 10, seed=3)
+    seq = [next(full) for _ in range(25)]  # crosses two epochs
+    resumed = BatchStream(data, 10, seed=3, batches_drawn=13)
+    assert all(torch.equal(seq[13 + i], next(resumed)) for i in range(12))
+    epoch0 = torch.cat(seq[:10])
+    assert len(epoch0.unique()) == 100  # without replacement within an epoch
+    with pytest.raises(GencompareError, match="batch_size=200 exceeds"):
+        BatchStream(data, 200, seed=0)
