@@ -1,0 +1,643 @@
+"""Denoising diffusion probabilistic model (Ho, Jain & Abbeel 2020, "DDPM").
+
+A fixed forward process ``q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)``
+over T timesteps and a learned reverse process
+``p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I)`` whose mean is
+parameterised by a noise predictor epsilon_theta (eq. 11), trained with the
+unweighted objective L_simple (eq. 14). Samples come from ancestral sampling
+(Algorithm 2) or, faster, DDIM (Song, Meng & Ermon 2021, eq. 12, eta = 0).
+:meth:`DDPM.log_likelihood` is the variational bound of eq. 5, negated, so it
+is a lower bound on log p(x) in nats per example.
+
+Conventions (follow the official code, ``diffusion_tf/diffusion_utils_2.py``):
+
+- Timestep index ``i = 0 .. T-1`` in code is the paper's ``t = i + 1``.
+- Images in [0, 1] are mapped to [-1, 1] (``x * 2 - 1``) inside the model and
+  samples mapped back and clamped to [0, 1]; points are used as given.
+- Reverse variance ``sigma_t^2 = beta_t`` ("fixedlarge"); for the decoder at
+  t = 1 the official code uses the posterior variance tilde_beta_2 instead
+  of beta_1 ("to get a better decoder log likelihood"), and so do we.
+- For images the predicted x_0 is clipped to [-1, 1] before forming the
+  reverse mean, both when sampling and when evaluating the bound (official
+  code, ``clip_denoised=True``), so the bound scores the very model that
+  is sampled from. Points have no bounded range and are not clipped.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.unet import MLPDenoiser, UNet
+
+LN2 = math.log(2.0)
+
+
+# ---------------------------------------------------------------------------
+# Schedules and closed-form densities
+# ---------------------------------------------------------------------------
+def make_beta_schedule(
+    kind: str,
+    *,
+    timesteps: int,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    cosine_s: float = 0.008,
+    max_beta: float = 0.999,
+) -> Tensor:
+    """Beta schedule beta_1 .. beta_T as a float64 tensor of shape ``(T,)``.
+
+    - ``"linear"``: ``linspace(beta_start, beta_end, T)`` (Ho et al. 2020, sec. 4:
+      1e-4 to 0.02 over T = 1000).
+    - ``"cosine"``: ``alpha_bar(t) = f(t) / f(0)``, ``f(t) = cos(((t/T + s) / (1 + s)) pi/2)^2``,
+      ``beta_t = 1 - alpha_bar(t) / alpha_bar(t-1)`` clipped at ``max_beta``
+      (Nichol & Dhariwal 2021, eq. 17, s = 0.008, clip 0.999).
+
+    Raises:
+        ValueError: unknown ``kind``, ``timesteps < 2`` or betas outside (0, 1).
+    """
+    if timesteps < 2:
+        raise ValueError(f"timesteps must be >= 2, got {timesteps}")
+    if kind == "linear":
+        if not 0.0 < beta_start <= beta_end < 1.0:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+        return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    if kind == "cosine":
+        steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+        f = torch.cos((steps + cosine_s) / (1.0 + cosine_s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        betas = 1.0 - alpha_bar[1:] / alpha_bar[:-1]
+        return betas.clamp(max=max_beta)
+    raise ValueError(f"beta_schedule must be 'linear' or 'cosine', got {kind!r}")
+
+
+def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
+    """Elementwise KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) in nats (broadcasting)."""
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
+
+
+def _log_diff_ndtr(a: Tensor, b: Tensor) -> Tensor:
+    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails."""
+    # Reflect to the left tail where log_ndtr keeps its precision:
+    # Phi(b) - Phi(a) = Phi(-a) - Phi(-b).
+    flip = a > 0
+    lo = torch.where(flip, -b, a)
+    hi = torch.where(flip, -a, b)
+    log_hi = torch.special.log_ndtr(hi)
+    log_lo = torch.special.log_ndtr(lo)
+    return log_hi + torch.log(-torch.expm1(log_lo - log_hi))
+
+
+def discretized_gaussian_log_likelihood(x: Tensor, *, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """Log-probability of 8-bit data under a discretised Gaussian (Ho et al. 2020, eq. 13).
+
+    The 256 pixel values ``k/255`` mapped to ``x = 2k/255 - 1`` in [-1, 1] each
+    own the bin ``[x - 1/255, x + 1/255]``; the edge bins extend to -inf (x = -1)
+    and +inf (x = 1), so the 256 probabilities sum to 1. Exact normal CDFs
+    (the official code uses a tanh approximation).
+
+    Args:
+        x: data in [-1, 1] on the 256-level grid, any shape.
+        mean, log_scale: Gaussian mean and log standard deviation, broadcastable to ``x``.
+
+    Returns:
+        Elementwise log-probabilities in nats, shape of ``x`` broadcast with the parameters.
+    """
+    inv_std = torch.exp(-log_scale)
+    upper = (x - mean + 1.0 / 255.0) * inv_std
+    lower = (x - mean - 1.0 / 255.0) * inv_std
+    # Thresholds at +-0.999 as in the official code: only the extreme levels
+    # (-1 and +1) are within 1/255 of them.
+    log_cdf_upper = torch.special.log_ndtr(upper)  # x = -1: P(X <= -1 + 1/255)
+    log_sf_lower = torch.special.log_ndtr(-lower)  # x = +1: P(X >= 1 - 1/255)
+    log_mid = _log_diff_ndtr(lower, upper)
+    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mid))
+
+
+def gaussian_log_likelihood(x: Tensor, *, mean: Tensor, log_var: Tensor) -> Tensor:
+    """Elementwise log N(x; mean, e^log_var) in nats (a density, for continuous data)."""
+    return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * torch.exp(-log_var))
+
+
+def bits_per_dim(nll_nats: Tensor | float, D: int) -> Tensor | float:
+    """Convert a negative log-likelihood in nats per example to bits per dimension.
+
+    ``bits/dim = nll / (D ln 2)``; e.g. D = 784 for MNIST, 3072 for CIFAR-10 (Ho
+    et al. 2020 report <= 3.70 bits/dim on CIFAR-10, Table 1).
+
+    Raises:
+        ValueError: if ``D < 1``.
+    """
+    if D < 1:
+        raise ValueError(f"D must be >= 1, got {D}")
+    return nll_nats / (D * LN2)
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+class DDPM(GenerativeModel):
+    """DDPM with epsilon prediction, trained with L_simple (Ho et al. 2020).
+
+    Args (keyword-only):
+        data_shape: ``(C, H, W)`` images in [0, 1] or ``(D,)`` points.
+        binary: images arrive as {0, 1} floats (they still live on the 8-bit grid
+            as levels 0 and 255, so the discretised decoder applies unchanged).
+        optimizer: partial optimizer, called on the denoiser's parameters only.
+        arch: "auto" (U-Net for images, MLP for points), "unet" or "mlp".
+        timesteps: T (paper: 1000).
+        beta_schedule: "linear" (paper) or "cosine" (Nichol & Dhariwal 2021).
+        beta_start, beta_end: range of the linear schedule (paper: 1e-4, 0.02).
+        cosine_s: offset s of the cosine schedule (0.008).
+        base_channels: U-Net width. Default 32 where Ho et al. use 128: with the
+            defaults below the U-Net has 1.0M parameters and a training step on 64
+            MNIST images costs about 0.5 s of one CPU thread (measured; width 128
+            would cost about 16x), and 28x28 digits need far less capacity than CIFAR-10.
+        channel_mults: U-Net width per level, (1, 2, 2) = resolutions 28, 14, 7
+            (Ho et al.: (1, 2, 2, 2) for 32x32).
+        num_res_blocks: residual blocks per level (paper 2; default 1 for CPU time).
+        attention: self-attention at 7x7 and in the middle block (paper: at 16x16).
+        dropout: U-Net dropout (paper 0.1 on CIFAR-10; 0 by default because short
+            CPU runs underfit rather than overfit).
+        mlp_hidden, mlp_layers, time_embedding: the MLP denoiser for points
+            (hidden width, residual blocks, "sinusoidal" or "learned").
+        ema_decay: decay of the exponential moving average of the weights (paper
+            0.9999 over 800k steps). Default 0.995, an averaging window of ~200
+            steps: at 0.9999 the average would still be mostly the random
+            initial weights after the few thousand steps of a CPU run.
+        ema_warmup: use ``min(ema_decay, (1 + n) / (10 + n))`` at update n (as
+            ``tf.train.ExponentialMovingAverage(num_updates=n)``), so the average
+            follows training from the first steps. The official code instead
+            copies the weights at step 0 and then uses ``ema_decay`` (set False).
+        sampler: default sampler of :meth:`sample`, "ancestral" (Algorithm 2) or "ddim".
+        sample_steps: default number of sampling steps (None = T; ancestral needs T).
+        ddim_eta: eta of DDIM (0 = deterministic).
+        sample_batch_size: examples per batch in :meth:`sample` (memory bound).
+        clip_denoised: clip predicted x_0 to [-1, 1]; None = True for images,
+            False for points.
+        bound_timesteps: None = evaluate all T - 1 KL terms of the bound (default,
+            what final numbers use); K < T - 1 = an unbiased estimate of their sum
+            from K timesteps drawn without replacement, for fast intermediate
+            evaluation. L_T and L_0 are always exact.
+        bound_batch_size: (example, timestep) pairs per denoiser call in the bound.
+
+    Raises:
+        ValueError: unknown arch / sampler / schedule, "unet" for points, bad sizes.
+    """
+
+    family = "ddpm"
+    likelihood_kind = "nll_bound"
+
+    def __init__(
+        self,
+        *,
+        data_shape: Sequence[int],
+        binary: bool = False,
+        optimizer: OptimizerFactory,
+        arch: str = "auto",
+        timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        cosine_s: float = 0.008,
+        base_channels: int = 32,
+        channel_mults: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 1,
+        attention: bool = False,
+        dropout: float = 0.0,
+        mlp_hidden: int = 256,
+        mlp_layers: int = 3,
+        time_embedding: str = "sinusoidal",
+        ema_decay: float = 0.995,
+        ema_warmup: bool = True,
+        sampler: str = "ancestral",
+        sample_steps: int | None = None,
+        ddim_eta: float = 0.0,
+        sample_batch_size: int = 500,
+        clip_denoised: bool | None = None,
+        bound_timesteps: int | None = None,
+        bound_batch_size: int = 512,
+    ) -> None:
+        super().__init__(data_shape=data_shape, binary=binary)
+        if len(self.data_shape) not in (1, 3):
+            raise ValueError(f"data_shape must be (C, H, W) or (D,), got {self.data_shape}")
+        self.is_image = len(self.data_shape) == 3
+        self._optimizer_factory = optimizer
+        self.num_timesteps = int(timesteps)
+
+        if arch == "auto":
+            arch = "unet" if self.is_image else "mlp"
+        if arch == "unet":
+            if not self.is_image:
+                raise ValueError(f"arch 'unet' needs image data (C, H, W), got data_shape {self.data_shape}")
+            self.denoiser: nn.Module = UNet(
+                in_channels=self.data_shape[0],
+                base_channels=int(base_channels),
+                channel_mults=tuple(int(m) for m in channel_mults),
+                num_res_blocks=int(num_res_blocks),
+                attention=bool(attention),
+                dropout=float(dropout),
+            )
+        elif arch == "mlp":
+            self.denoiser = MLPDenoiser(
+                data_dim=self.data_dim,
+                timesteps=self.num_timesteps,
+                hidden=int(mlp_hidden),
+                num_layers=int(mlp_layers),
+                time_embedding=time_embedding,
+            )
+        else:
+            raise ValueError(f"arch must be 'auto', 'unet' or 'mlp', got {arch!r}")
+        self.arch = arch
+
+        # The EMA copy is a registered submodule so checkpoints (state_dict)
+        # keep it; it has no gradients and is never handed to the optimizer.
+        self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.ema_decay = float(ema_decay)
+        self.ema_warmup = bool(ema_warmup)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+        if sampler not in ("ancestral", "ddim"):
+            raise ValueError(f"sampler must be 'ancestral' or 'ddim', got {sampler!r}")
+        self.sampler = sampler
+        self.sample_steps = None if sample_steps is None else int(sample_steps)
+        self.ddim_eta = float(ddim_eta)
+        self.sample_batch_size = int(sample_batch_size)
+        self.clip_denoised = self.is_image if clip_denoised is None else bool(clip_denoised)
+        if bound_timesteps is not None and not 1 <= bound_timesteps <= self.num_timesteps - 1:
+            raise ValueError(f"bound_timesteps must be in [1, T-1] or None, got {bound_timesteps}")
+        self.bound_timesteps = bound_timesteps
+        self.bound_batch_size = int(bound_batch_size)
+
+        # Schedule constants in float64 (official code: "computations here in
+        # float64 for accuracy"). Plain CPU attributes, not buffers: they are
+        # derived from the config (nothing to checkpoint), and model.to("mps")
+        # would fail on float64 buffers; _extract caches per-device copies.
+        betas = make_beta_schedule(
+            beta_schedule, timesteps=self.num_timesteps, beta_start=beta_start, beta_end=beta_end, cosine_s=cosine_s
+        )
+        self.beta_schedule = beta_schedule
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        consts = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
+            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+            "posterior_variance": posterior_variance,
+            # index 0 is 0; the value is never used as a KL term (t = 1 is the decoder)
+            "posterior_log_variance_clipped": torch.log(
+                torch.cat([posterior_variance[1:2], posterior_variance[1:]])
+            ),
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+            # sigma_t^2 = beta_t, decoder variance tilde_beta_2 (official "fixedlarge")
+            "model_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]])),
+        }
+        for name, value in consts.items():
+            setattr(self, name, value)
+        self._const_cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+
+    # -- data space <-> model space ------------------------------------------
+    def to_model_space(self, x: Tensor) -> Tensor:
+        """Data -> diffusion space: images [0, 1] -> [-1, 1] (``x*2-1``); points unchanged.
+
+        Raises:
+            ValueError: on a shape other than ``(B, *data_shape)``, or images outside [0, 1].
+        """
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(f"expected batch of shape (B, {self.data_shape}), got {tuple(x.shape)}")
+        if self.is_image:
+            if x.min() < -1e-6 or x.max() > 1 + 1e-6:
+                raise ValueError(f"DDPM expects image pixels in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
+            return x * 2.0 - 1.0
+        return x
+
+    def to_data_space(self, x: Tensor) -> Tensor:
+        """Diffusion space -> data: images [-1, 1] -> [0, 1], clamped; points unchanged."""
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0) if self.is_image else x
+
+    def _extract(self, a: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """``a[t]`` reshaped to ``(B, 1, ..., 1)`` to broadcast against ``like``, in ``like``'s dtype."""
+        key = (id(a), like.device, like.dtype)
+        if key not in self._const_cache:
+            self._const_cache[key] = a.to(like.device, like.dtype)
+        return self._const_cache[key][t].reshape(t.shape[0], *([1] * (like.dim() - 1)))
+
+    @staticmethod
+    def _precise(x: Tensor) -> Tensor:
+        """``x`` in float64 for the bound and the sampler's arithmetic (float32 on MPS, which has no float64)."""
+        return x.float() if x.device.type == "mps" else x.double()
+
+    # -- forward process --------------------------------------------------
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Sample ``x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)`` (eq. 4).
+
+        Args:
+            x0: ``(B, ...)`` clean data in model space ([-1, 1] for images).
+            t: ``(B,)`` timestep indices 0 .. T-1 (index i is the paper's t = i + 1).
+            noise: optional ``(B, ...)`` standard normal noise epsilon.
+
+        Returns:
+            ``(B, ...)`` x_t, same dtype as ``x0``.
+        """
+        if noise is None:
+            noise = torch.randn_like(x0)
+        return (
+            self._extract(self.sqrt_alphas_cumprod, t, x0) * x0
+            + self._extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
+
+    # -- reverse process --------------------------------------------------
+    def _p_mean(self, net: nn.Module, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Reverse-process mean (float64), predicted x_0 (float64) and epsilon (float32) at ``(x_t, t)``."""
+        eps = net(x_t, t)
+        x_t64, eps64 = self._precise(x_t), self._precise(eps)
+        x0_pred = (
+            self._extract(self.sqrt_recip_alphas_cumprod, t, x_t64) * x_t64
+            - self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t64) * eps64
+        )
+        if self.clip_denoised:
+            x0_pred = x0_pred.clamp(-1.0, 1.0)
+        mean = (
+            self._extract(self.posterior_mean_coef1, t, x_t64) * x0_pred
+            + self._extract(self.posterior_mean_coef2, t, x_t64) * x_t64
+        )
+        return mean, x0_pred, eps
+
+    # -- training -----------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Optimizer]:
+        """One optimizer, ``{"model": ...}``, over the denoiser's parameters (not the EMA copy)."""
+        return {"model": self._optimizer_factory(self.denoiser.parameters())}
+
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+        """L_simple (Ho et al. 2020, eq. 14): ``E_{t, x0, eps} ||eps - eps_theta(x_t, t)||^2``.
+
+        Averaged over dimensions as well as the batch (official code:
+        ``meanflat``), which only rescales the learning rate.
+
+        Args:
+            batch: ``(B, *data_shape)`` data (images in [0, 1]).
+            name: must be "model".
+
+        Returns:
+            ``(loss, {"loss": float})``.
+
+        Raises:
+            ValueError: unknown optimizer name, or bad batch shape / range.
+        """
+        if name != "model":
+            raise ValueError(f"DDPM has one optimizer 'model', got {name!r}")
+        x0 = self.to_model_space(batch)
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        eps = self.denoiser(self.q_sample(x0, t, noise), t)
+        loss = ((noise - eps) ** 2).mean()
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, step: int) -> None:
+        """Update the EMA weights: ``ema <- d * ema + (1 - d) * live`` (Ho et al. 2020, Appendix B)."""
+        self.ema_updates += 1
+        decay = self.ema_decay
+        if self.ema_warmup:
+            n = float(self.ema_updates)
+            decay = min(decay, (1.0 + n) / (10.0 + n))
+        for p_ema, p in zip(self.ema.parameters(), self.denoiser.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - decay)
+        for b_ema, b in zip(self.ema.buffers(), self.denoiser.buffers()):
+            b_ema.copy_(b)
+
+    def networks(self) -> dict[str, nn.Module]:
+        """``{"denoiser": ...}``; the EMA copy has the same size and is not counted again."""
+        return {"denoiser": self.denoiser}
+
+    # -- sampling -----------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        noise: Tensor | None = None,
+        use_ema: bool = True,
+    ) -> Tensor:
+        """Draw ``n`` examples with the EMA denoiser, in batches of ``sample_batch_size``.
+
+        Args:
+            n: number of examples.
+            sampler: "ancestral" (Algorithm 2, sigma_t^2 = beta_t, T steps) or "ddim"
+                (Song et al. 2021, eq. 12 with ``ddim_eta``); default the constructor's.
+            steps: number of denoising steps; DDIM visits ``steps`` timesteps evenly
+                spaced from T to 1. Default the constructor's ``sample_steps`` (None = T).
+            noise: optional ``(n, *data_shape)`` starting noise x_T (DDIM with
+                eta = 0 is then deterministic).
+            use_ema: sample with the EMA weights (default) or the live weights.
+
+        Returns:
+            ``(n, *data_shape)``: images in [0, 1], points in raw coordinates.
+
+        Raises:
+            ValueError: unknown sampler, ancestral with steps != T, steps outside
+                [1, T], or ``noise`` of the wrong shape.
+        """
+        sampler = self.sampler if sampler is None else sampler
+        steps = self.sample_steps if steps is None else steps
+        steps = self.num_timesteps if steps is None else int(steps)
+        if sampler not in ("ancestral", "ddim"):
+            raise ValueError(f"sampler must be 'ancestral' or 'ddim', got {sampler!r}")
+        if not 1 <= steps <= self.num_timesteps:
+            raise ValueError(f"steps must be in [1, T={self.num_timesteps}], got {steps}")
+        if sampler == "ancestral" and steps != self.num_timesteps:
+            raise ValueError(
+                f"ancestral sampling runs all T={self.num_timesteps} steps (got steps={steps}); use sampler='ddim'"
+            )
+        if noise is not None and tuple(noise.shape) != (n, *self.data_shape):
+            raise ValueError(f"noise must have shape {(n, *self.data_shape)}, got {tuple(noise.shape)}")
+        net = self.ema if use_ema else self.denoiser
+        was_training = net.training
+        net.eval()
+        try:
+            out = []
+            for start in range(0, n, self.sample_batch_size):
+                m = min(self.sample_batch_size, n - start)
+                x = (
+                    noise[start : start + m].to(self.device, torch.float32)
+                    if noise is not None
+                    else torch.randn(m, *self.data_shape, device=self.device)
+                )
+                if sampler == "ancestral":
+                    x = self._ancestral(net, x)
+                else:
+                    x = self._ddim(net, x, steps)
+                out.append(self.to_data_space(x))
+            return torch.cat(out) if out else torch.empty(0, *self.data_shape, device=self.device)
+        finally:
+            net.train(was_training)
+
+    def _ancestral(self, net: nn.Module, x: Tensor) -> Tensor:
+        """Algorithm 2: ``x_{t-1} = mu_theta(x_t, t) + sigma_t z``, no noise at t = 1."""
+        for i in reversed(range(self.num_timesteps)):
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            mean, _, _ = self._p_mean(net, x, t)
+            x = mean.float()
+            if i > 0:
+                x = x + math.exp(0.5 * float(self.model_log_variance[i])) * torch.randn_like(x)
+        return x
+
+    def _ddim(self, net: nn.Module, x: Tensor, steps: int) -> Tensor:
+        """DDIM (Song et al. 2021, eq. 12) over ``steps`` timesteps evenly spaced in [T-1, 0]."""
+        seq = torch.linspace(self.num_timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+        seq = list(dict.fromkeys(seq))  # unique, descending
+        for k, i in enumerate(seq):
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            _, x0_pred, eps = self._p_mean(net, x, t)
+            ab = float(self.alphas_cumprod[i])
+            ab_prev = float(self.alphas_cumprod[seq[k + 1]]) if k + 1 < len(seq) else 1.0
+            sigma = self.ddim_eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+            direction = math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * self._precise(eps)
+            x64 = math.sqrt(ab_prev) * x0_pred + direction
+            if self.ddim_eta > 0 and k + 1 < len(seq):
+                x64 = x64 + sigma * torch.randn_like(x64)
+            x = x64.float()
+        return x
+
+    # -- variational bound ----------------------------------------------------
+    def _check_images(self, x: Tensor) -> Tensor:
+        """Model-space data for the bound; images are snapped to the 8-bit grid the decoder is defined on."""
+        x0 = self._precise(self.to_model_space(x.to(self.device, torch.float32)))
+        if self.is_image:
+            # A no-op for uint8/255 data; makes bins disjoint for anything else.
+            x0 = torch.round((x0 + 1.0) * 127.5) / 127.5 - 1.0
+        return x0
+
+    @torch.no_grad()
+    def prior_term(self, x: Tensor) -> Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) in nats per example, shape ``(B,)`` (eq. 5).
+
+        Args:
+            x: ``(B, *data_shape)`` data (images in [0, 1]).
+        """
+        x0 = self._check_images(x)
+        t = torch.full((x0.shape[0],), self.num_timesteps - 1, device=x0.device, dtype=torch.long)
+        mean = self._extract(self.sqrt_alphas_cumprod, t, x0) * x0
+        logvar = torch.log1p(-self._extract(self.alphas_cumprod, t, x0))
+        kl = normal_kl(mean, logvar, torch.zeros_like(mean), torch.zeros_like(mean))
+        return kl.flatten(1).sum(1)
+
+    @torch.no_grad()
+    def bound_terms(self, x: Tensor, *, timesteps: int | None | str = "default") -> dict[str, Tensor]:
+        """The three parts of the variational bound (Ho et al. 2020, eq. 5), in nats per example.
+
+        - ``"prior"``: L_T (exact, closed form);
+        - ``"diffusion"``: sum_{t=2..T} L_{t-1}, each a closed-form Gaussian KL at
+          one sample ``x_t ~ q(x_t | x_0)`` (as the official ``calc_bpd_loop``);
+          with ``timesteps = K`` an unbiased estimate ``(T-1)/K`` times the sum over
+          K distinct t drawn uniformly;
+        - ``"decoder"``: L_0 = -log p_theta(x_0 | x_1): the discretised Gaussian of
+          eq. 13 for images (a probability, 256 bins per pixel), a Gaussian
+          *density* for points (continuous data, so the bound is on a density).
+
+        Uses the EMA denoiser in eval mode; denoiser calls are batched over
+        (example, timestep) pairs, ``bound_batch_size`` at a time, so memory is
+        bounded. Full cost: T denoiser passes per example.
+
+        Args:
+            x: ``(B, *data_shape)`` data (images in [0, 1]; rounded to the 8-bit grid).
+            timesteps: None = all T - 1 KL terms; K = subsampled estimate;
+                "default" = the constructor's ``bound_timesteps``.
+
+        Returns:
+            dict of ``(B,)`` float64 tensors ``prior``, ``diffusion``, ``decoder``.
+        """
+        if timesteps == "default":
+            timesteps = self.bound_timesteps
+        T = self.num_timesteps
+        if timesteps is not None and not 1 <= int(timesteps) <= T - 1:
+            raise ValueError(f"timesteps must be in [1, T-1={T - 1}] or None, got {timesteps}")
+        x0_all = self._check_images(x)
+        device = x0_all.device
+        if timesteps is None or int(timesteps) == T - 1:
+            kl_steps = torch.arange(1, T, device=device)
+            scale = 1.0
+        else:
+            kl_steps = torch.randperm(T - 1, device=device)[: int(timesteps)] + 1
+            scale = (T - 1) / int(timesteps)
+        all_steps = torch.cat([torch.zeros(1, dtype=torch.long, device=device), kl_steps])
+
+        net = self.ema
+        was_training = net.training
+        net.eval()
+        try:
+            diffusion, decoder = [], []
+            for b0 in range(0, x0_all.shape[0], self.bound_batch_size):
+                x0 = x0_all[b0 : b0 + self.bound_batch_size]
+                b = x0.shape[0]
+                per_call = max(1, self.bound_batch_size // b)
+                terms = []
+                for s0 in range(0, all_steps.numel(), per_call):
+                    ts = all_steps[s0 : s0 + per_call]
+                    t = ts.repeat_interleave(b)  # (c*b,), timestep-major
+                    x0_rep = x0.repeat(ts.numel(), *([1] * (x0.dim() - 1)))
+                    x_t = self.q_sample(x0_rep, t).float()
+                    terms.append(self._vb_terms(net, x0_rep, x_t, t).reshape(ts.numel(), b))
+                terms_all = torch.cat(terms)  # (1 + K, b)
+                decoder.append(terms_all[0])
+                diffusion.append(terms_all[1:].sum(0) * scale)
+        finally:
+            net.train(was_training)
+        return {"prior": self.prior_term(x), "diffusion": torch.cat(diffusion), "decoder": torch.cat(decoder)}
+
+    def _vb_terms(self, net: nn.Module, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """L_{t-1} per example in nats (``(B,)``): decoder NLL where t == 0, else the Gaussian KL."""
+        mean, _, _ = self._p_mean(net, x_t, t)
+        x_t64 = self._precise(x_t)
+        true_mean = (
+            self._extract(self.posterior_mean_coef1, t, x_t64) * x0
+            + self._extract(self.posterior_mean_coef2, t, x_t64) * x_t64
+        )
+        true_logvar = self._extract(self.posterior_log_variance_clipped, t, x_t64)
+        model_logvar = self._extract(self.model_log_variance, t, x_t64)
+        kl = normal_kl(true_mean, true_logvar, mean, model_logvar).flatten(1).sum(1)
+        if self.is_image:
+            dec_ll = discretized_gaussian_log_likelihood(x0, mean=mean, log_scale=0.5 * model_logvar)
+        else:
+            dec_ll = gaussian_log_likelihood(x0, mean=mean, log_var=model_logvar)
+        dec_nll = -dec_ll.flatten(1).sum(1)
+        return torch.where(t == 0, dec_nll, kl)
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """Negated variational bound, a lower bound on log p(x): ``-(L_T + sum_t L_{t-1} + L_0)``.
+
+        Ho et al. 2020, eq. 5, in nats per example (shape ``(B,)``, float32).
+        For images it bounds the probability of the 8-bit image (use
+        :func:`bits_per_dim` to compare with the paper's CIFAR-10 <= 3.70
+        bits/dim); for points it bounds a density. Stochastic (one x_t sample
+        per term); all T - 1 KL terms unless ``bound_timesteps`` was set.
+
+        Args:
+            x: ``(B, *data_shape)`` data in data space.
+        """
+        terms = self.bound_terms(x)
+        return (-(terms["prior"] + terms["diffusion"] + terms["decoder"])).float()
+
+    def extra_repr(self) -> str:  # shown by print(model)
+        return (
+            f"T={self.num_timesteps}, beta_schedule={self.beta_schedule}, arch={self.arch}, "
+            f"ema_decay={self.ema_decay}, sampler={self.sampler}, sample_steps={self.sample_steps}"
+        )
