@@ -71,6 +71,15 @@ class DataBundle:
     std: float | None = None
     binarization: str = "none"
     notes: list[str] = field(default_factory=list)
+    #: the [0, 1] pixels of splits that were binarized (metrics always score continuous data)
+    continuous: dict[str, Tensor] = field(default_factory=dict)
+
+    def continuous_view(self) -> "DataBundle":
+        """A shallow copy whose train/valid/test are the continuous pixels (Parzen, classifier)."""
+        from dataclasses import replace
+
+        return replace(self, binarization="none", continuous={},
+                       **{k: self.continuous.get(k, getattr(self, k)) for k in ("train", "valid", "test")})
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
@@ -78,6 +87,7 @@ class DataBundle:
     def to(self, device: torch.device | str) -> "DataBundle":
         for name in ("train", "valid", "test", "train_labels", "valid_labels", "test_labels"):
             setattr(self, name, getattr(self, name).to(device))
+        self.continuous = {k: v.to(device) for k, v in self.continuous.items()}
         if self.means is not None:
             self.means = self.means.to(device)
         return self
@@ -364,7 +374,9 @@ def apply_binarization(bundle: DataBundle, mode: str, seed: int = 0) -> DataBund
     if bundle.kind != "image" or mode == "none":
         return bundle
     g = torch.Generator().manual_seed(int(seed))
+    bundle.continuous = {"valid": bundle.valid, "test": bundle.test}
     if mode != "dynamic":
+        bundle.continuous["train"] = bundle.train
         bundle.train = binarize(bundle.train, mode, g)
     bundle.valid = binarize(bundle.valid, "threshold" if mode == "threshold" else "static", g)
     bundle.test = binarize(bundle.test, "threshold" if mode == "threshold" else "static", g)

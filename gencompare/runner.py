@@ -40,7 +40,7 @@ from gencompare.models.base import GenerativeModel, count_parameters
 from gencompare.plots import save_samples
 from gencompare.tracking import Tracker, make_tracker
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
@@ -278,6 +278,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             the checkpoint is saved.
     """
     _config.validate(cfg)
+    if cfg.get("metrics"):
+        from gencompare.evaluate import check_metrics_config
+
+        check_metrics_config(cfg.metrics, cfg.dataset.kind)
     device = resolve_device(cfg.device.name)
     run_dir = run_dir_of(cfg)
     ckpt_path = run_dir / CHECKPOINT
@@ -506,11 +510,11 @@ def evaluate_after_training(cfg, model, bundle, run_dir, tracker, step) -> dict[
     """The final evaluation (``metrics`` group), printed as a table."""
     if not cfg.get("metrics") or not cfg.metrics.enabled:
         return {}
-    from gencompare.evaluate import metrics_table
+    from gencompare.evaluate import metrics_table, table_console
 
     console.print("evaluating ...")
     results = run_evaluation(cfg, model, bundle, run_dir, tracker, step, final=True)
-    Console().print(metrics_table(results, f"{cfg.model.name} on {bundle.variant}, step {step}"))
+    table_console().print(metrics_table(results, f"{cfg.model.name} on {bundle.variant}, step {step}"))
     return results
 
 

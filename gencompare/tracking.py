@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class Tracker:

@@ -1,0 +1,329 @@
+"""Evaluation: every metric that applies to the dataset, for any family, through ``sample(n)``.
+
+Run at the end of ``gencompare train`` (the ``metrics`` config group), every
+``trainer.eval_every`` steps (a lighter pass, logged over steps), and by
+``gencompare eval run=<run dir>`` on a finished or interrupted run.
+
+Metrics (protocols.md):
+- the family's own likelihood on the test split (section 2), named for what it is;
+- the Parzen-window log-likelihood of Goodfellow et al. 2014 with its two sanity
+  baselines (section 1), images only;
+- mode coverage: 2D mixtures (3a), MNIST classes (3b), Stacked MNIST's 1,000 modes (3c);
+- precision/recall, density/coverage and a Frechet distance on the tool's own digit
+  classifier's features (3d), images only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from gencompare.data import DataBundle
+from gencompare.errors import GencompareError
+from gencompare.models.base import GenerativeModel
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
+    """``n`` samples on the CPU from a forked, seeded RNG, and the seconds the first
+    1,000 took (the time-to-sample users compare)."""
+    devices = [model.device] if model.device.type == "cuda" else []
+    chunks: list[torch.Tensor] = []
+    first_1000 = None
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        drawn = 0
+        while drawn < n:
+            b = min(batch_size, n - drawn)
+            chunks.append(model.sample(b).detach().float().cpu())
+            drawn += b
+            if first_1000 is None and drawn >= min(n, 1000):
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                first_1000 = (time.perf_counter() - t0) * 1000 / drawn
+    model.train(was_training)
+    return torch.cat(chunks), float(first_1000 or 0.0)
+
+
+def test_likelihood(model: GenerativeModel, bundle: DataBundle, mcfg) -> dict[str, Any]:
+    """The family's own log-likelihood on the test split, in nats per example (NLL) and bits/dim."""
+    kind = model.likelihood_kind
+    if kind is None or not mcfg.likelihood.enabled:
+        return {"kind": None, "note": f"{model.family} defines no likelihood" if kind is None else "disabled"}
+    x = bundle.test
+    if mcfg.likelihood.max_examples is not None:
+        x = x[: int(mcfg.likelihood.max_examples)]
+    was_training = model.training
+    model.eval()
+    values = []
+    bs = int(mcfg.likelihood.batch_size)
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            values.append(model.log_likelihood(x[i : i + bs]).double().cpu())
+    model.train(was_training)
+    ll = torch.cat(values)
+    nll = -ll
+    d = math.prod(bundle.shape)
+    what = {
+        "nll_exact": "exact log-likelihood",
+        "nll_iwae": f"importance-weighted estimate (IWAE, k={getattr(model, 'iwae_k', '?')})",
+        "nll_bound": "variational bound (Ho et al. 2020 eq. 5, discretized decoder)",
+    }.get(kind, kind)
+    return {
+        "kind": kind,
+        "nll_nats": float(nll.mean()),
+        "stderr": float(nll.std(unbiased=False) / math.sqrt(len(nll))),
+        "bits_per_dim": float(nll.mean() / (d * math.log(2))),
+        "num_examples": len(nll),
+        "binarization": bundle.binarization,
+        "note": f"{what} on {len(nll)} test examples of {bundle.variant}, binarization {bundle.binarization}"
+        + (" (test set binarized once with a fixed seed)" if bundle.binarization in ("dynamic", "static") else ""),
+    }
+
+
+def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, cache_dir: Path) -> dict[str, Any]:
+    from gencompare.metrics.parzen import sanity_baselines
+
+    n = min(int(pc.num_centres), len(cont.train))
+    key = f"parzen-baselines-{cont.variant}-n{n}-v{len(valid)}-t{len(test)}-s{pc.sigmas}.json"
+    path = cache_dir / key
+    if path.is_file():
+        return json.loads(path.read_text())
+    console.print(f"Parzen sanity baselines for {cont.variant} ({n} centres; k-means takes a while, cached after)")
+    results = sanity_baselines(cont.train, valid, test, n=n, sigmas=pc.sigmas, memory_budget_mb=pc.memory_budget_mb)
+    out = {k: v.to_dict() for k, v in results.items()}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(path)
+    return out
+
+
+def check_metrics_config(mcfg: DictConfig, kind: str) -> None:
+    """Reject a metrics config that cannot follow its protocol, before any work starts.
+
+    Raises:
+        GencompareError: fewer image samples than the Parzen protocol's centres.
+    """
+    if not mcfg.get("enabled", True) or kind != "image" or not mcfg.parzen.enabled:
+        return
+    if int(mcfg.num_samples) < int(mcfg.parzen.num_centres):
+        raise GencompareError(
+            f"metrics.num_samples={mcfg.num_samples} is below the {mcfg.parzen.num_centres} Parzen centres "
+            "the protocol needs; raise metrics.num_samples or lower metrics.parzen.num_centres"
+        )
+
+
+def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle, *, run_dir: Path,
+                   cache_dir: Path, seed: int, final: bool = True) -> dict[str, Any]:
+    """Every metric that applies to ``bundle`` for ``model``; a nested dict for metrics.json.
+
+    ``final=False`` (intermediate evaluation) skips the likelihood, the baselines and
+    plots, and uses ``mcfg.intermediate_num_samples``.
+
+    Raises:
+        GencompareError: fewer samples than the Parzen protocol's centres.
+    """
+    out: dict[str, Any] = {}
+    cont = bundle.continuous_view()
+    image = bundle.kind == "image"
+    n = int(mcfg.num_samples if image else mcfg.num_samples_2d)
+    if not final:
+        n = min(n, int(mcfg.intermediate_num_samples))
+    pc = mcfg.parzen
+    if final:
+        check_metrics_config(mcfg, bundle.kind)
+    samples, t1000 = draw_samples(model, n, int(mcfg.sample_batch_size), seed + 777)
+    out["sample_time_1000_s"] = t1000
+    out["num_samples"] = n
+    if final:
+        out["likelihood"] = test_likelihood(model, bundle, mcfg)
+    device = model.device
+
+    if image and pc.enabled and final:
+        from gencompare.metrics.parzen import parzen_evaluate, plot_sigma_selection
+
+        valid, selected_on = cont.valid, "valid"
+        if len(valid) == 0:
+            valid, selected_on = cont.train, "train (no validation split)"
+        valid = valid[: int(pc.num_valid)].to(device)
+        test = cont.test if pc.num_test is None else cont.test[: int(pc.num_test)]
+        test = test.to(device)
+        centres = samples[: int(pc.num_centres)].to(device)
+        result = parzen_evaluate(centres, valid, test, pc.sigmas, memory_budget_mb=pc.memory_budget_mb)
+        out["parzen"] = {**result.to_dict(), "selected_on": selected_on}
+        plot_sigma_selection(result, run_dir / "parzen_sigma.png")
+        if pc.baselines:
+            out["parzen_baselines"] = _baselines(cont, valid, test, pc, cache_dir)
+
+    if bundle.kind == "points":
+        from gencompare.metrics.mode_coverage import mixture_coverage
+
+        out["mode_coverage"] = mixture_coverage(samples, bundle.means.cpu(), bundle.std)
+    elif mcfg.classifier.enabled and bundle.name in ("mnist", "fashion_mnist", "stacked_mnist"):
+        from gencompare.metrics.classifier import get_classifier
+        from gencompare.metrics.features import density_coverage, frechet_distance, precision_recall
+        from gencompare.metrics.mode_coverage import class_coverage, stacked_coverage
+
+        clf, info = get_classifier(cont, cache_dir, device=device, epochs=mcfg.classifier.epochs)
+        out["classifier"] = {k: info[k] for k in ("test_accuracy", "meets_protocol", "feature_network",
+                                                  "variant", "num_train", "required_accuracy") if k in info}
+        fake = samples.to(device)
+        if bundle.name == "stacked_mnist":
+            out["mode_coverage"] = stacked_coverage(clf.predict_stacked(fake).cpu(), data_labels=cont.test_labels.cpu())
+        else:
+            out["mode_coverage"] = class_coverage(clf.predict(fake).cpu(), bundle.num_classes,
+                                                  data_labels=cont.test_labels.cpu())
+        if mcfg.features.enabled and bundle.name != "stacked_mnist":
+            m = min(len(cont.test), int(mcfg.features.num_real), len(fake))
+            real_f = clf.embed(cont.test[:m].to(device)).cpu()
+            fake_f = clf.embed(fake[:m]).cpu()
+            out["features"] = {
+                **precision_recall(real_f, fake_f, k=3),
+                **density_coverage(real_f, fake_f, k=5),
+                "frechet_distance": frechet_distance(real_f, fake_f),
+                "feature_network": info.get("feature_network"),
+                "num_real": m, "num_fake": m,
+            }
+    return out
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table_console() -> Console:
+    """stdout console; wide enough off a terminal (logs, CI) that rows do not wrap."""
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """A rich table of the evaluation results of one run."""
+    table = Table(title=title, show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("protocol / note", overflow="fold")
+    lk = metrics.get("likelihood") or {}
+    if lk.get("kind"):
+        table.add_row(f"NLL ({lk['kind']})", f"{lk['nll_nats']:.2f} ± {lk['stderr']:.2f} nats",
+                      f"{lk['bits_per_dim']:.4f} bits/dim; {lk.get('note', '')}")
+    elif lk:
+        table.add_row("NLL", "none", lk.get("note", ""))
+    pz = metrics.get("parzen")
+    if pz:
+        table.add_row("Parzen log-likelihood", f"{pz['mean']:.1f} ± {pz['stderr']:.1f} nats",
+                      f"sigma={pz['sigma']:.3f} (on {pz.get('selected_on', 'valid')}), "
+                      f"{pz['num_centres']} samples, {pz['num_test']} test images")
+    labels = {"train_images": "train images", "kmeans_centroids": "k-means centroids"}
+    for name, b in (metrics.get("parzen_baselines") or {}).items():
+        table.add_row(f"  baseline: {labels.get(name, name)}", f"{b['mean']:.1f} ± {b['stderr']:.1f} nats",
+                      f"sigma={b['sigma']:.3f}, {b['num_centres']} centres; a model below this has not beaten the data")
+    mc = metrics.get("mode_coverage") or {}
+    if "modes_captured" in mc:
+        table.add_row("modes captured", f"{mc['modes_captured']}/{mc['num_modes']}", "within 3 std of a mode (PacGAN)")
+        table.add_row("high-quality samples", f"{100 * mc['high_quality_fraction']:.1f} %", "")
+        table.add_row("reverse KL to uniform", _fmt(mc.get("reverse_kl")), "nats")
+    if "classes_covered" in mc:
+        table.add_row("classes covered", f"{mc['classes_covered']}/{mc['num_classes']}", "")
+        table.add_row("KL(gen || data classes)", _fmt(mc.get("kl_to_data")), "nats")
+        table.add_row("KL(gen || uniform)", _fmt(mc.get("kl_to_uniform")), "nats, max ln K")
+    if "modes_covered" in mc:
+        table.add_row("Stacked MNIST modes", f"{mc['modes_covered']}/{mc.get('num_modes', 1000)}", "")
+        table.add_row("KL(gen || uniform)", _fmt(mc.get("kl_to_uniform")), "nats, max 6.91")
+    ft = metrics.get("features") or {}
+    for key in ("precision", "recall", "density", "coverage"):
+        if key in ft:
+            table.add_row(key, _fmt(ft[key]), f"k={3 if key in ('precision', 'recall') else 5}, features: {ft.get('feature_network')}")
+    if "frechet_distance" in ft:
+        table.add_row(f"FD ({ft.get('feature_network')})", _fmt(ft["frechet_distance"], 2), "Frechet distance, not FID")
+    clf = metrics.get("classifier") or {}
+    if clf:
+        ok = clf.get("meets_protocol")
+        flag = "" if ok is None else (" (meets the 98% protocol)" if ok else " (BELOW the 98% protocol)")
+        table.add_row("classifier test accuracy", f"{100 * clf['test_accuracy']:.2f} %", f"{clf.get('feature_network')}{flag}")
+    if "sample_time_1000_s" in metrics:
+        table.add_row("time to draw 1,000 samples", f"{metrics['sample_time_1000_s']:.2f} s", "")
+    return table
+
+
+# --------------------------------------------------------------------- eval command
+def _load_run(run_dir: Path, ckpt: Path | None):
+    from gencompare.runner import CHECKPOINT, load_checkpoint
+
+    if not run_dir.is_dir():
+        raise GencompareError(f"run dir {run_dir} does not exist")
+    ckpt_path = ckpt or run_dir / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise GencompareError(f"{run_dir} has no checkpoint ({ckpt_path} is missing); train it first")
+    checkpoint = load_checkpoint(ckpt_path)
+    config_path = run_dir / "config.yaml"
+    cfg = OmegaConf.create(checkpoint["config"]) if not config_path.is_file() else OmegaConf.load(config_path)
+    if checkpoint["family"] != cfg.model.name:
+        raise GencompareError(
+            f"{ckpt_path} holds a {checkpoint['family']} model but {run_dir} was a {cfg.model.name} run"
+        )
+    return cfg, checkpoint
+
+
+def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
+    """``gencompare eval run=<run dir>``: rebuild the run's model and data from its config
+    and checkpoint, compute every metric, merge them into its metrics.json and print them.
+
+    Raises:
+        GencompareError: no such run dir, no checkpoint, a checkpoint of another model.
+    """
+    from gencompare.runner import atomic_write_json, build_model, flatten_for_summary, prepare_data, resolve_device
+    from gencompare.tracking import make_tracker
+
+    run_dir = Path(cfg.run)
+    train_cfg, checkpoint = _load_run(run_dir, Path(cfg.ckpt) if cfg.get("ckpt") else None)
+    check_metrics_config(cfg.metrics, train_cfg.dataset.get("kind", "image"))
+    device = resolve_device(cfg.device.name)
+    train_cfg.dataset.data_dir = cfg.paths.data_dir
+    bundle = prepare_data(train_cfg)
+    if bundle.variant != checkpoint.get("variant", bundle.variant):
+        raise GencompareError(f"the checkpoint was trained on {checkpoint['variant']}, but {bundle.variant} loads now")
+    model = build_model(train_cfg, bundle)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise GencompareError(f"checkpoint does not fit the {train_cfg.model.name} model of {run_dir}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.to(device)
+    bundle.to(device)
+    results = evaluate_model(cfg.metrics, model, bundle, run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir),
+                             seed=int(train_cfg.seed), final=True)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {
+        "model": train_cfg.model.name, "dataset": bundle.name, "variant": bundle.variant,
+        "seed": int(train_cfg.seed), "steps": int(checkpoint["step"]), "status": "evaluated-from-checkpoint"}
+    metrics.update(results)
+    metrics["evaluated_step"] = int(checkpoint["step"])
+    atomic_write_json(metrics, metrics_path)
+    tracker = make_tracker(cfg.logger, run_dir=run_dir, config=OmegaConf.to_container(train_cfg),
+                           default_name=f"eval-{train_cfg.model.name}-{bundle.variant}-s{train_cfg.seed}",
+                           group=None, tags=[train_cfg.model.name, bundle.name, bundle.variant, "eval"], job_type="eval")
+    try:
+        tracker.summary(flatten_for_summary(results))
+        if (run_dir / "parzen_sigma.png").is_file():
+            tracker.log_image("eval/parzen_sigma", run_dir / "parzen_sigma.png")
+    finally:
+        tracker.finish()
+    table_console().print(metrics_table(metrics, f"{train_cfg.model.name} on {bundle.variant}, step {checkpoint['step']}"))
+    return metrics

@@ -1,0 +1,77 @@
+"""`gencompare eval` and the end-of-training evaluation, through the real CLI and config."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+TRAIN = ["train", "dataset=mnist", "dataset.download=false", "trainer.max_steps=3", "trainer.batch_size=16",
+         "trainer.progress=false", "logger=none", "metrics=none"]
+EVAL_FAST = ["metrics=fast", "metrics.parzen.baselines=true", "logger=none"]
+
+
+@pytest.mark.parametrize("family", ["gan", "vae"])
+def test_eval_prints_and_stores_every_image_metric(tmp_path, data_dir, family):
+    extra = ["model.module.iwae_k=8"] if family == "vae" else []
+    res = run_cli(*TRAIN, f"model={family}", *extra, f"hydra.run.dir={family}", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    ev = run_cli("eval", f"run={family}", *EVAL_FAST, cwd=tmp_path, data_dir=data_dir)
+    assert ev.returncode == 0, ev.stderr
+    out = ev.stdout
+    for label in ("Parzen log-likelihood", "baseline: train images", "baseline: k-means centroids",
+                  "classes covered", "precision", "recall", "density", "coverage", "FD (gencompare-cnn-mnist-5k)",
+                  "classifier test accuracy"):
+        assert label in out, f"{label!r} missing from eval output:\n{out}"
+    m = json.loads((tmp_path / family / "metrics.json").read_text())
+    pz = m["parzen"]
+    assert pz["num_centres"] == 1000 and pz["sigma"] in pz["sigmas"]
+    assert pz["valid_means"][pz["sigmas"].index(pz["sigma"])] == max(pz["valid_means"])
+    assert set(m["parzen_baselines"]) == {"train_images", "kmeans_centroids"}
+    # three steps of training cannot beat real training images as kernel centres
+    assert m["parzen_baselines"]["train_images"]["mean"] > pz["mean"]
+    assert 1 <= m["mode_coverage"]["classes_covered"] <= 10
+    assert m["classifier"]["test_accuracy"] >= 0.98
+    assert 0.0 <= m["features"]["precision"] <= 1.0 and m["features"]["frechet_distance"] >= 0.0
+    if family == "vae":
+        assert m["likelihood"]["kind"] == "nll_iwae" and m["likelihood"]["nll_nats"] > 0
+        assert m["likelihood"]["binarization"] == "dynamic"
+    else:
+        assert m["likelihood"]["kind"] is None and "no likelihood" in m["likelihood"]["note"]
+    assert (tmp_path / family / "parzen_sigma.png").stat().st_size > 0
+
+
+def test_ring8_training_ends_with_mode_coverage(tmp_path, data_dir):
+    res = run_cli("train", "model=gan", "dataset=ring8", "trainer.max_steps=3", "trainer.progress=false",
+                  "logger=none", "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    mc = m["mode_coverage"]
+    assert mc["num_modes"] == 8 and 0 <= mc["modes_captured"] <= 8 and m["num_samples"] == 2500
+    assert "modes captured" in res.stdout
+
+
+def _one_line_error(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+def test_eval_bad_input_fails_in_one_line(tmp_path, data_dir):
+    (tmp_path / "empty").mkdir()
+    assert "has no checkpoint" in _one_line_error(
+        run_cli("eval", "run=empty", "logger=none", cwd=tmp_path, data_dir=data_dir))
+    assert "missing value for run" in _one_line_error(run_cli("eval", cwd=tmp_path, data_dir=data_dir))
+    for family in ("gan", "vae"):
+        res = run_cli("train", f"model={family}", "dataset=ring8", "trainer.max_steps=2", "trainer.progress=false",
+                      "logger=none", "metrics=none", f"hydra.run.dir={family}", cwd=tmp_path, data_dir=data_dir)
+        assert res.returncode == 0, res.stderr
+    line = _one_line_error(run_cli("eval", "run=gan", "ckpt=vae/checkpoints/last.ckpt", "logger=none",
+                                   cwd=tmp_path, data_dir=data_dir))
+    assert "holds a vae model but" in line
+    res = run_cli(*TRAIN, "model=gan", "hydra.run.dir=img", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    line = _one_line_error(run_cli("eval", "run=img", "metrics=fast", "metrics.num_samples=500", "logger=none",
+                                   cwd=tmp_path, data_dir=data_dir))
+    assert "below the 1000 Parzen centres" in line
