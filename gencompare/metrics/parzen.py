@@ -421,8 +421,10 @@ def kmeans_centres(
     iterations but in 10,000 small sequential steps, and with about 5 images per
     cluster the Lloyd assignments settle within a few iterations (on Fashion-MNIST the
     inertia fell 704,540 -> 475,065 -> 464,040 -> 460,601 in the first three).
-    Cost: one Lloyd iteration on 50,000 x 784 -> 10,000 clusters is ~8e11 flops, about
-    15-25 s on 2 shared EPYC cores (benchmarks/results/parzen.md times the whole baseline).
+    Cost: one Lloyd iteration on 50,000 x 784 -> 10,000 clusters is ~8e11 flops; the
+    whole :func:`sanity_baselines` (10 iterations plus two Parzen evaluations) took 77 s
+    on 2 lightly loaded EPYC cores, 239 s on the same cores under heavy load
+    (benchmarks/results/parzen.md).
 
     Args:
         train: (T, D) or (T, C, H, W) training images, pixels in [0, 1].
