@@ -14,7 +14,7 @@ from conftest import FASHION_DIR, compose_train, needs_fashion, run_cli
 from gencompare.errors import GencompareError
 from gencompare.runner import load_checkpoint, train
 
-FAMILIES = ["gan", "vae"]
+FAMILIES = ["gan", "vae", "nade", "ddpm"]
 DATASETS = ["mnist", "ring8", "grid25", pytest.param("fashion_mnist", marks=needs_fashion)]
 # the few knobs that make each family cheap enough for a 3-step CPU run
 FAST = {
@@ -40,6 +40,18 @@ def test_each_family_trains_on_each_dataset(compose, tmp_path, family, dataset):
     assert (run / "config.yaml").is_file()
     ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["step"] == 3 and ckpt["family"] == family
+
+
+def test_all_four_families_train_in_one_sweep_on_ring8(tmp_path, data_dir):
+    res = run_cli("train", "-m", "model=gan,vae,nade,ddpm", "dataset=ring8", "trainer.max_steps=5",
+                  "trainer.progress=false", "logger=none", "hydra.sweep.dir=sweep4", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    runs = sorted((tmp_path / "sweep4").glob("*/metrics.json"))
+    assert [json.loads(p.read_text())["model"] for p in runs] == ["gan", "vae", "nade", "ddpm"]
+    for p in runs:
+        m = json.loads(p.read_text())
+        assert m["mode_coverage"]["num_modes"] == 8
+        assert (m["likelihood"]["kind"] is None) == (m["model"] == "gan")
 
 
 def test_mnist_offline_variant_is_recorded(compose, tmp_path):
