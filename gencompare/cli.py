@@ -155,7 +155,11 @@ def eval_command() -> None:
 
 
 def compare_command() -> None:
-    from gencompare.report import compare_main
+    try:
+        from gencompare.report import compare_main
+    except ImportError:
+        console.print("[bold red]error:[/] `gencompare compare` is not implemented in this version yet (issue 5)")
+        raise SystemExit(2) from None
 
     _report_errors(compare_main)(sys.argv[1:])
 
