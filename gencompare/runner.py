@@ -300,7 +300,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise GencompareError(
             f"{run_dir} already holds a run; pass trainer.resume=true to continue it or choose another hydra.run.dir"
         )
-    save_run_config(cfg, run_dir)
     if cfg.trainer.precision == "bf16" and device.type != "cuda":
         console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
 
@@ -323,6 +322,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         wandb_id = checkpoint.get("wandb_id")
         console.print(f"resuming {ckpt_path} at step {step}/{max_steps}")
 
+    # only now that data and model are built: a rejected command leaves no files behind
+    save_run_config(cfg, run_dir)
     config_dict = _config.to_container(cfg)
     parameters = {name: count_parameters(net) for name, net in model.networks().items()}
     tracker = make_tracker(
