@@ -133,7 +133,13 @@ def _hydra_command(config_name: str, task):
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _main(cfg):
-        return _report_errors(task)(cfg)
+        result = _report_errors(task)(cfg)
+        if cfg.get("optimized_metric") and isinstance(result, dict):
+            # a sweeper (Optuna) needs one float back
+            from gencompare.report import select_metric
+
+            return _report_errors(select_metric)(result, cfg.optimized_metric)
+        return result
 
     return _main
 
@@ -155,11 +161,7 @@ def eval_command() -> None:
 
 
 def compare_command() -> None:
-    try:
-        from gencompare.report import compare_main
-    except ImportError:
-        console.print("[bold red]error:[/] `gencompare compare` is not implemented in this version yet (issue 5)")
-        raise SystemExit(2) from None
+    from gencompare.report import compare_main
 
     _report_errors(compare_main)(sys.argv[1:])
 
@@ -182,4 +184,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # import by module name: under `python -m`, functions defined in __main__ cannot be
+    # pickled by the joblib / submitit launchers
+    from gencompare.cli import main as _main
+
+    _main()

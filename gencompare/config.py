@@ -87,6 +87,7 @@ class TrainSchema:
     paths: PathsConfig = field(default_factory=PathsConfig)
     metrics: Any = None
     tags: list[str] = field(default_factory=list)
+    optimized_metric: Optional[str] = None  # dotted key into train()'s metrics, returned to sweepers (Optuna)
 
 
 def register_schemas() -> None:
