@@ -75,3 +75,17 @@ def test_eval_bad_input_fails_in_one_line(tmp_path, data_dir):
     line = _one_line_error(run_cli("eval", "run=img", "metrics=fast", "metrics.num_samples=500", "logger=none",
                                    cwd=tmp_path, data_dir=data_dir))
     assert "below the 1000 Parzen centres" in line
+
+
+def test_kmeans_baseline_is_omitted_when_centres_are_not_fewer_than_training_images(tmp_path, data_dir):
+    res = run_cli(*TRAIN, "model=gan", "hydra.run.dir=g", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    # mnist-5k has 4,000 training images: 5,000 "k-means centroids" of them would be the images
+    ev = run_cli("eval", "run=g", "metrics=fast", "metrics.num_samples=5000", "metrics.parzen.num_centres=5000",
+                 "metrics.parzen.baselines=true", "metrics.classifier.enabled=false", "logger=none",
+                 cwd=tmp_path, data_dir=data_dir)
+    assert ev.returncode == 0, ev.stderr
+    b = json.loads((tmp_path / "g" / "metrics.json").read_text())["parzen_baselines"]
+    assert "kmeans_centroids" not in b and "4000 training images" in b["note"]
+    assert b["train_images"]["num_centres"] == 4000
+    assert "omitted" in ev.stdout
