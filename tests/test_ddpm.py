@@ -18,12 +18,7 @@ from gencompare.models.ddpm import (
 ADAM = functools.partial(torch.optim.Adam, lr=2e-4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_unet(shape=(1, 28, 28), **kw):
@@ -210,3 +205,33 @@ def test_unet_is_refused_for_points_and_bad_images():
     model = small_unet(timesteps=10)
     with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
         model.training_step(torch.full((2, 1, 28, 28), 3.0), "model")
+
+
+def test_auto_settings_sample_points_as_the_paper_and_images_with_ddim():
+    """The defaults a user gets: Algorithm 2 and the full bound for 2D points; DDIM-50
+    and a 100-timestep bound estimate for images (what metrics.json then records)."""
+    points = DDPM(data_shape=(2,), optimizer=ADAM)
+    assert points.sampler == "ancestral" and points.bound_timesteps is None
+    assert points.describe_sampler().startswith("ancestral, T=1000 steps")
+    assert "all T-1 KL terms" in points.describe_likelihood()
+    images = small_unet()
+    assert images.sampler == "ddim" and images.sample_steps == 50 and images.bound_timesteps == 100
+    assert images.describe_sampler().startswith("DDIM, 50 of T=1000 steps")
+    assert "from 100 timesteps" in images.describe_likelihood()
+    # an explicit choice wins over auto, and the paper's sampler is still one argument away
+    paper = small_unet(sampler="ancestral", bound_timesteps=None)
+    assert paper.sampler == "ancestral" and paper.bound_timesteps is None
+    with pytest.raises(ValueError, match="sample_steps must be in"):
+        small_unet(sample_steps=0)
+
+
+def test_time_path_shared_across_a_batch_gives_the_per_example_result():
+    """The MLP denoiser runs its time embedding once per distinct timestep; a batch that
+    mixes timesteps must give each example what it gets alone."""
+    torch.manual_seed(0)
+    net = DDPM(data_shape=(2,), optimizer=ADAM, timesteps=100).denoiser
+    x = torch.randn(6, 2)
+    t = torch.tensor([5, 99, 5, 0, 42, 99])
+    together = net(x, t)
+    alone = torch.cat([net(x[i : i + 1], t[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)

@@ -100,6 +100,16 @@ class GenerativeModel(nn.Module, abc.ABC):
         """
         return None
 
+    def describe_sampler(self) -> str | None:
+        """How :meth:`sample` draws, recorded with the metrics where a family has a choice
+        (the DDPM: ancestral or DDIM, and how many steps). None: nothing to say."""
+        return None
+
+    def describe_likelihood(self) -> str | None:
+        """What :meth:`log_likelihood` computes, in words, for the report (None: the
+        report's generic name for :attr:`likelihood_kind`)."""
+        return None
+
     def networks(self) -> dict[str, nn.Module]:
         """Named sub-networks whose parameter counts are reported (default: the whole model)."""
         return {"model": self}
