@@ -22,6 +22,7 @@ pairwise distances are computed with :func:`torch.cdist` in float64, in row chun
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -174,7 +175,10 @@ def frechet_distance(real: Tensor, fake: Tensor, *, eps: float = 1e-6) -> float:
     sigma1 = np.atleast_2d(np.cov(a, rowvar=False))
     sigma2 = np.atleast_2d(np.cov(b, rowvar=False))
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():
+        # a singular product is handled below (eps offset), as pytorch-fid's sqrtm(disp=False)
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
