@@ -38,6 +38,18 @@ def _torch_threads():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test: the model tests loop over small ops, where intra-op
+    threads only add synchronisation, which on a shared 2-core CPU costs more than the
+    work. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; it runs after
+    ``_torch_threads`` and restores its setting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def compose_train(run_dir: Path, data_dir: Path, *overrides: str):
     """The real ``conf/train.yaml`` composed with ``overrides`` (applied after SHRINK)."""
     from hydra import compose, initialize_config_dir

@@ -18,14 +18,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 SHAPES = [(1, 28, 28), (3, 28, 28), (2,)]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # The test machine is shared; one thread keeps timings predictable. Function
-    # scope so that it runs after conftest's thread setting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def adam(lr: float = 2e-4):

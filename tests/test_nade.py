@@ -19,14 +19,7 @@ from gencompare.models.nade import NADE, RNADE, build
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The models loop over D dimensions with small (B, H) ops; intra-op threads only add
-    # synchronisation, which on a shared CPU costs far more than the work.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(model: torch.nn.Module, seed: int, scale: float = 1.0) -> torch.nn.Module:
