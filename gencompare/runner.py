@@ -440,7 +440,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         history.close()
-    train_time = elapsed_before + (time.perf_counter() - t0)
+    session_time = time.perf_counter() - t0  # the loop alone: steps/s excludes the final grid and evaluation
+    train_time = elapsed_before + session_time
 
     if stop.signum is not None:
         exit_code = 128 + int(stop.signum)
@@ -455,7 +456,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         final_grid = write_grid("samples")
         new_steps = step - start_step
-        session_time = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "status": "finished",
             "model": cfg.model.name,
