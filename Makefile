@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS := "torch>=2.2,<=2.14.1" "torchvision>=0.17,<=0.29.1"
 
-.PHONY: setup run test test-all bench sweep clean help
+.PHONY: setup run test test-all bench bench-families sweep clean help
 
 help:
 	@echo "make setup   create $(VENV) and install gencompare with its test and sweep extras"
@@ -12,6 +12,7 @@ help:
 	@echo "make test    the test suite (fast tests; CI runs this)"
 	@echo "make test-all  every test, the slow end-to-end runs included"
 	@echo "make bench   benchmarks/ (Parzen protocol timing)"
+	@echo "make bench-families  steps/s and time to draw 10,000 samples for each family (on the GPU when there is one)"
 
 $(BIN)/gencompare: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +34,9 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/parzen.py
+
+bench-families: setup
+	$(BIN)/python benchmarks/families.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache
