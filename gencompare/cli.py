@@ -167,12 +167,37 @@ def compare_command() -> None:
 
 
 COMMANDS = {"train": train_command, "eval": eval_command, "compare": compare_command}
+HYDRA_COMMANDS = ("train", "eval")  # the commands whose overrides Hydra completes
+
+
+def complete(argv: list[str]) -> None:
+    """Shell completion with subcommands. Hydra's completion script (installed with
+    ``eval "$(gencompare train -sc install=bash)"``) calls ``gencompare -sc query=bash``
+    with the typed line in ``COMP_LINE``, not knowing about subcommands: complete the
+    command name, or drop it from ``COMP_LINE`` and let that command's Hydra app
+    complete the overrides (config groups, keys, values)."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    typing_command = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if typing_command:
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        return
+    if words[1] not in HYDRA_COMMANDS:
+        print("")
+        return
+    os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]]) + (" " if line.endswith(" ") else "")
+    sys.argv = [sys.argv[0], *argv]
+    COMMANDS[words[1]]()
 
 
 def main() -> None:
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return
+    if argv[0] in ("-sc", "--shell-completion") and any(a.startswith("query") for a in argv[1:]):
+        complete(argv)
         return
     command = argv[0]
     if command not in COMMANDS:

@@ -186,3 +186,16 @@ def test_resume_refuses_a_checkpoint_of_another_family(tmp_path, data_dir):
     train(compose_train(tmp_path / "r", data_dir, "model=gan", "dataset=ring8"))
     with pytest.raises(GencompareError, match="holds a gan model"):
         train(compose_train(tmp_path / "r", data_dir, "model=vae", "dataset=ring8", "trainer.resume=true"))
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("gencompare tr", {"train"}),
+    ("gencompare train model=", {"model=gan", "model=vae", "model=nade", "model=ddpm"}),
+    ("gencompare train model=vae trainer.max_s", {"trainer.max_steps="}),
+])
+def test_shell_completion_knows_the_subcommands(line, expected, tmp_path, data_dir):
+    """Hydra's bash completion script calls `gencompare -sc query=bash` with the typed line
+    in COMP_LINE; the subcommand must be completed, then skipped for Hydra's own completion."""
+    proc = run_cli("-sc", "query=bash", cwd=tmp_path, data_dir=data_dir, env={"COMP_LINE": line}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert set(proc.stdout.split()) == expected
