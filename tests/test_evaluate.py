@@ -43,13 +43,18 @@ def test_eval_prints_and_stores_every_image_metric(tmp_path, data_dir, family):
 
 
 def test_ring8_training_ends_with_mode_coverage(tmp_path, data_dir):
-    res = run_cli("train", "model=gan", "dataset=ring8", "trainer.max_steps=3", "trainer.progress=false",
-                  "logger=none", "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir)
+    """Mode coverage at the end, and with trainer.eval_every over training: the evaluations
+    a user watches coverage collapse or recover in (metrics.json eval_history)."""
+    res = run_cli("train", "model=gan", "dataset=ring8", "trainer.max_steps=4", "trainer.eval_every=2",
+                  "trainer.progress=false", "logger=none", "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     mc = m["mode_coverage"]
     assert mc["num_modes"] == 8 and 0 <= mc["modes_captured"] <= 8 and m["num_samples"] == 2500
     assert "modes captured" in res.stdout
+    # step 4 is the final evaluation, not an intermediate one
+    assert [e["step"] for e in m["eval_history"]] == [2]
+    assert m["eval_history"][0]["mode_coverage"]["num_modes"] == 8
 
 
 def _one_line_error(res) -> str:
