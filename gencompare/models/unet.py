@@ -222,10 +222,16 @@ class UNet(nn.Module):
 class MLPDenoiser(nn.Module):
     """Residual MLP epsilon_theta(x_t, t) for points ``(B, D)`` (e.g. D = 2).
 
-    ``x -> Linear(D, hidden)``, then ``num_layers`` residual blocks
+    ``x -> Linear(D', hidden)``, then ``num_layers`` residual blocks
     ``h + Linear(SiLU(Linear(SiLU(h)) + time_proj(temb)))``, then ``Linear(hidden, D)``.
     The time embedding is sinusoidal (as the U-Net) or a learned table of T
     vectors (``time_embedding="learned"``).
+
+    The input is the raw coordinates (``input_embedding="linear"``, D' = D) or, by
+    default, each coordinate's sinusoidal embedding at ``input_scale`` times its value
+    (Fourier features, Tancik et al. 2020; D' = D * temb_dim). An MLP on raw 2D
+    coordinates learns smooth functions first: on ring8 (modes of std 0.01) it drew a
+    continuous ring after 9,000 steps (measured); the features let it resolve the modes.
 
     Args:
         data_dim: D.
@@ -233,10 +239,13 @@ class MLPDenoiser(nn.Module):
         hidden: width of the hidden layers.
         num_layers: number of residual blocks.
         time_embedding: "sinusoidal" or "learned".
-        temb_dim: width of the time embedding.
+        temb_dim: width of the time embedding (and of each coordinate's input embedding).
+        input_embedding: "fourier" (default) or "linear".
+        input_scale: coordinates are multiplied by this before their sinusoidal
+            embedding (25, as the tiny-diffusion reference implementation for 2D data).
 
     Raises:
-        ValueError: unknown ``time_embedding``.
+        ValueError: unknown ``time_embedding`` or ``input_embedding``.
     """
 
     def __init__(
@@ -248,15 +257,21 @@ class MLPDenoiser(nn.Module):
         num_layers: int = 3,
         time_embedding: str = "sinusoidal",
         temb_dim: int = 128,
+        input_embedding: str = "fourier",
+        input_scale: float = 25.0,
     ) -> None:
         super().__init__()
         if time_embedding not in ("sinusoidal", "learned"):
             raise ValueError(f"time_embedding must be 'sinusoidal' or 'learned', got {time_embedding!r}")
+        if input_embedding not in ("fourier", "linear"):
+            raise ValueError(f"input_embedding must be 'fourier' or 'linear', got {input_embedding!r}")
         self.time_embedding = time_embedding
         self.temb_dim = temb_dim
+        self.input_embedding = input_embedding
+        self.input_scale = float(input_scale)
         self.table = nn.Embedding(timesteps, temb_dim) if time_embedding == "learned" else None
         self.temb = nn.Sequential(nn.Linear(temb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.inp = nn.Linear(data_dim, hidden)
+        self.inp = nn.Linear(data_dim * temb_dim if input_embedding == "fourier" else data_dim, hidden)
         self.blocks = nn.ModuleList()
         for _ in range(num_layers):
             self.blocks.append(
@@ -281,6 +296,9 @@ class MLPDenoiser(nn.Module):
         else:
             emb = timestep_embedding(t_unique, self.temb_dim)
         temb = F.silu(self.temb(emb))  # (U, hidden), U distinct timesteps
+        if self.input_embedding == "fourier":
+            # (B, D) -> (B, D * temb_dim): each coordinate's sinusoidal embedding
+            x = timestep_embedding(x.reshape(-1) * self.input_scale, self.temb_dim).reshape(shape[0], -1)
         h = self.inp(x)
         for blk in self.blocks:
             h = h + blk["fc2"](F.silu(blk["fc1"](F.silu(h)) + blk["tproj"](temb)[index]))
