@@ -235,3 +235,29 @@ def test_time_path_shared_across_a_batch_gives_the_per_example_result():
     together = net(x, t)
     alone = torch.cat([net(x[i : i + 1], t[i : i + 1]) for i in range(6)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("input_embedding, resolves", [("fourier", True), ("linear", False)])
+def test_mlp_denoiser_resolves_the_eight_ring_modes(input_embedding, resolves):
+    """The ring8 modes (std 0.01 at radius 1) separate only with the Fourier-feature input:
+    on raw coordinates the MLP draws a continuous ring (measured through `gencompare train`:
+    4 % high-quality samples after 3,000 steps, 69 % with Fourier features)."""
+    from gencompare.metrics.mode_coverage import mixture_coverage
+
+    torch.manual_seed(0)
+    model = DDPM(data_shape=(2,), optimizer=ADAM, mlp_input_embedding=input_embedding)
+    opt = model.configure_optimizers()["model"]
+    for step in range(2000):
+        loss, _ = model.training_step(ring8(100, seed=1000 + step), "model")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.on_train_batch_end(step)
+    angles = 2 * math.pi * torch.arange(8) / 8
+    means = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    cov = mixture_coverage(model.sample(1000), means, 0.01)
+    if resolves:
+        assert cov["modes_captured"] == 8 and cov["high_quality_fraction"] > 0.3, cov
+    else:
+        assert cov["high_quality_fraction"] < 0.15, cov

@@ -168,6 +168,9 @@ class DDPM(GenerativeModel):
             CPU runs underfit rather than overfit).
         mlp_hidden, mlp_layers, time_embedding: the MLP denoiser for points
             (hidden width, residual blocks, "sinusoidal" or "learned").
+        mlp_input_embedding: "fourier" (default: each coordinate's sinusoidal
+            embedding, which lets the MLP resolve ring8's sharp modes) or "linear"
+            (raw coordinates); see :class:`gencompare.models.unet.MLPDenoiser`.
         ema_decay: decay of the exponential moving average of the weights (paper
             0.9999 over 800k steps). Default 0.995, an averaging window of ~200
             steps: at 0.9999 the average would still be mostly the random
@@ -221,6 +224,7 @@ class DDPM(GenerativeModel):
         mlp_hidden: int = 256,
         mlp_layers: int = 3,
         time_embedding: str = "sinusoidal",
+        mlp_input_embedding: str = "fourier",
         ema_decay: float = 0.995,
         ema_warmup: bool = True,
         sampler: str = "auto",
@@ -258,6 +262,7 @@ class DDPM(GenerativeModel):
                 hidden=int(mlp_hidden),
                 num_layers=int(mlp_layers),
                 time_embedding=time_embedding,
+                input_embedding=mlp_input_embedding,
             )
         else:
             raise ValueError(f"arch must be 'auto', 'unet' or 'mlp', got {arch!r}")
