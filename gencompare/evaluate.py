@@ -161,8 +161,9 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     samples, t1000 = draw_samples(model, n, int(mcfg.sample_batch_size), seed + 777)
     out["sample_time_1000_s"] = t1000
     out["num_samples"] = n
-    if model.describe_sampler() is not None:
-        out["sampler"] = model.describe_sampler()
+    sampler = model.describe_sampler()
+    if sampler is not None:
+        out["sampler"] = sampler
     if final:
         out["likelihood"] = test_likelihood(model, bundle, mcfg)
     device = model.device

@@ -282,10 +282,9 @@ class DDPM(GenerativeModel):
         self.sampler = ("ddim" if self.is_image else "ancestral") if sampler == "auto" else sampler
         if sample_steps is not None and not 1 <= int(sample_steps) <= self.num_timesteps:
             raise ValueError(f"sample_steps must be in [1, T={self.num_timesteps}] or None, got {sample_steps}")
-        self.sample_steps = (
-            self.num_timesteps if self.sampler == "ancestral"
-            else min(50, self.num_timesteps) if sample_steps is None else int(sample_steps)
-        )
+        # DDIM's steps whichever sampler is the default (a caller may still ask for DDIM)
+        self.ddim_steps = min(50, self.num_timesteps) if sample_steps is None else int(sample_steps)
+        self.sample_steps = self.num_timesteps if self.sampler == "ancestral" else self.ddim_steps
         self.ddim_eta = float(ddim_eta)
         self.sample_batch_size = int(sample_batch_size)
         self.clip_denoised = self.is_image if clip_denoised is None else bool(clip_denoised)
@@ -477,8 +476,7 @@ class DDPM(GenerativeModel):
         """
         sampler = self.sampler if sampler is None else sampler
         if steps is None:
-            steps = self.num_timesteps if sampler == "ancestral" else (
-                self.sample_steps if self.sampler == "ddim" else min(50, self.num_timesteps))
+            steps = self.num_timesteps if sampler == "ancestral" else self.ddim_steps
         steps = int(steps)
         if sampler not in ("ancestral", "ddim"):
             raise ValueError(f"sampler must be 'ancestral' or 'ddim', got {sampler!r}")
