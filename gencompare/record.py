@@ -1,0 +1,604 @@
+"""The record contract: what a run dir holds, how its files are written, and the schema of
+``metrics.json``.
+
+Every module that writes or reads a run's records goes through here: the runner writes
+them, ``gencompare eval`` merges its results in, ``compare`` and the Optuna metric read
+them. Nothing else knows a run-dir file name or a ``metrics.json`` key by heart.
+
+A run dir::
+
+    config.yaml             the resolved config (written once, after the checks pass)
+    overrides.yaml          the command line (overrides.resume.yaml for a resumed run)
+    checkpoints/last.ckpt   model, optimizers, step, RNG states, config (atomic)
+    history.jsonl           the train/* scalars of every log step, one JSON object a line
+    samples/step_*.png      sample grids (2D data: scatter plots); samples/samples.png at the end
+    metrics.json            :class:`RunMetrics`: the run's record and its evaluation
+    parzen_sigma.png        Parzen validation log-likelihood against sigma
+    wandb/                  the W&B run files (logger=wandb)
+
+``metrics.json`` keeps the layout it always had (evaluation blocks at the top level beside
+the run's facts) and gains ``schema_version``; a file without one is version 1 and reads
+the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from gencompare.errors import GencompareError
+
+SCHEMA_VERSION = 2
+"""Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same."""
+
+
+# ----------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run dir, by role. ``RunDir(path).metrics`` is ``path/metrics.json``."""
+
+    path: Path
+
+    CONFIG = "config.yaml"
+    OVERRIDES = "overrides.yaml"
+    OVERRIDES_RESUME = "overrides.resume.yaml"
+    CHECKPOINT = "checkpoints/last.ckpt"
+    HISTORY = "history.jsonl"
+    METRICS = "metrics.json"
+    SAMPLES = "samples"
+    FINAL_GRID = "samples/samples.png"
+    PARZEN_PLOT = "parzen_sigma.png"
+    WANDB = "wandb"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / self.OVERRIDES
+
+    @property
+    def overrides_resume(self) -> Path:
+        return self.path / self.OVERRIDES_RESUME
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.checkpoint.parent
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / self.SAMPLES
+
+    def grid(self, tag: str) -> Path:
+        """``samples/<tag>.png``: ``samples`` for the final grid, ``step_0001000`` during training."""
+        return self.samples_dir / f"{tag}.png"
+
+    @property
+    def final_grid(self) -> Path:
+        return self.path / self.FINAL_GRID
+
+    @property
+    def parzen_plot(self) -> Path:
+        return self.path / self.PARZEN_PLOT
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path / self.WANDB
+
+    def holds_run(self) -> bool:
+        """True when a run was started here (a checkpoint or a metrics.json exists)."""
+        return self.checkpoint.exists() or self.metrics.exists()
+
+    def looks_like_run(self) -> bool:
+        """True for a folder ``compare`` should report: metrics, config or checkpoints present."""
+        return self.metrics.is_file() or self.config.is_file() or self.checkpoints_dir.is_dir()
+
+
+# ------------------------------------------------------------------- writing
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``,
+    so a crash or a signal mid-write never leaves a truncated file. The temp file is
+    removed if ``write`` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    """The JSON text every record file uses: indented, sorted keys, numpy/torch scalars as numbers."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def atomic_write_json(obj: Any, path: Path) -> Path:
+    """Write ``obj`` as JSON (:func:`to_json`) atomically."""
+    text = to_json(obj)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """Nested dicts to one level with ``sep``-joined keys (``final_losses/d_loss``).
+
+    Leaves kept: numbers, strings, booleans, None, and lists of numbers or strings (W&B
+    summary values); other lists are dropped.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}{sep}", sep))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = value
+        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+            flat[name] = value
+    return flat
+
+
+# -------------------------------------------------------------------- schema
+class RecordError(GencompareError):
+    """A record file that does not match the schema (wrong type, missing key, bad JSON)."""
+
+
+class _Block:
+    """Base of the schema dataclasses: typed ``from_dict`` and a ``to_dict`` that writes
+    exactly the keys the producer wrote (optional fields left as None are omitted;
+    required fields are always written, None included)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None and _has_default(f):
+                continue
+            out[f.name] = _dump(value)
+        out.update(getattr(self, "extra", {}) or {})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = ""):
+        where = where or cls.__name__
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{where}: expected an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name == "extra":
+                continue
+            if f.name not in data:
+                if not _has_default(f):
+                    raise RecordError(f"{where}: missing {f.name!r}")
+                continue
+            kwargs[f.name] = _load(data[f.name], hints[f.name], f"{where}.{f.name}")
+        if "extra" in known:
+            kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
+        return cls(**kwargs)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, _Block):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    return value
+
+
+def _load(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the type ``hint`` and build nested blocks."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        blocks = [o for o in options if isinstance(o, type) and issubclass(o, _Block)]
+        if blocks and isinstance(value, Mapping):
+            for b in blocks:
+                if b.matches(value):  # type: ignore[attr-defined]
+                    return b.from_dict(value, where)
+            raise RecordError(f"{where}: an object of none of the known shapes ({', '.join(b.__name__ for b in blocks)})")
+        errors = []
+        for o in options:
+            if o is type(None):
+                continue
+            try:
+                return _load(value, o, where)
+            except RecordError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else RecordError(f"{where}: unexpected {value!r}")
+    if hint is Any:
+        return value
+    if isinstance(hint, type) and issubclass(hint, _Block):
+        return hint.from_dict(value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_load(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise RecordError(f"{where}: expected an object, got {type(value).__name__}")
+        _, item = typing.get_args(hint) or (str, Any)
+        return {str(k): _load(v, item, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(f"{where}: expected a number, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecordError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecordError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecordError(f"{where}: expected true/false, got {value!r}")
+        return value
+    return value
+
+
+@dataclass
+class Likelihood(_Block):
+    """The family's own likelihood on the test split (protocols.md section 2).
+
+    ``kind`` is ``nll_exact`` (NADE), ``nll_iwae`` (VAE), ``nll_bound`` (DDPM) or None
+    (the GAN defines none; ``note`` says so). NLL in nats per example, bits/dim =
+    NLL / (D ln 2).
+    """
+
+    kind: Optional[str]
+    note: str = ""
+    nll_nats: Optional[float] = None
+    stderr: Optional[float] = None
+    bits_per_dim: Optional[float] = None
+    num_examples: Optional[int] = None
+    binarization: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Parzen(_Block):
+    """Parzen-window log-likelihood (Goodfellow et al. 2014 Table 1), nats per test image;
+    the fields of :class:`gencompare.metrics.parzen.ParzenResult` plus where sigma was chosen."""
+
+    mean: float
+    stderr: float
+    sigma: float
+    sigmas: list[float]
+    valid_means: list[float]
+    num_centres: int
+    num_test: int
+    num_valid: int
+    protocol: str = ""
+    selected_on: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MixtureCoverage(_Block):
+    """2D mixtures (protocols.md 3a): modes within 3 std, high-quality fraction, reverse KL (nats)."""
+
+    modes_captured: int
+    num_modes: int
+    high_quality_fraction: float
+    reverse_kl: float
+    counts: list[int]
+    num_samples: int
+    num_high_quality: int
+    num_std: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def matches(d: Mapping[str, Any]) -> bool:
+        return "modes_captured" in d
+
+
+@dataclass
+class ClassCoverage(_Block):
+    """MNIST-like classes (protocols.md 3b): classes covered, KL to the data's classes and to uniform (nats)."""
+
+    classes_covered: int
+    num_classes: int
+    kl_to_uniform: float
+    kl_to_data: Optional[float]
+    counts: list[int]
+    num_samples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def matches(d: Mapping[str, Any]) -> bool:
+        return "classes_covered" in d
+
+
+@dataclass
+class StackedCoverage(_Block):
+    """Stacked MNIST's 1,000 modes (protocols.md 3c)."""
+
+    modes_covered: int
+    num_modes: int
+    kl_to_uniform: float
+    kl_to_data: Optional[float]
+    counts: list[int]
+    num_samples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def matches(d: Mapping[str, Any]) -> bool:
+        return "modes_covered" in d
+
+
+ModeCoverage = Union[MixtureCoverage, ClassCoverage, StackedCoverage]
+
+
+@dataclass
+class Classifier(_Block):
+    """The tool's own classifier whose predictions and features score images."""
+
+    test_accuracy: float
+    feature_network: Optional[str] = None
+    meets_protocol: Optional[bool] = None
+    variant: Optional[str] = None
+    num_train: Optional[int] = None
+    required_accuracy: Optional[float] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Features(_Block):
+    """Precision/recall (k=3), density/coverage (k=5) and a Frechet distance on ``feature_network``'s features."""
+
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+    frechet_distance: float
+    feature_network: Optional[str]
+    num_real: int
+    num_fake: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation(_Block):
+    """What one evaluation measured (``evaluate_model``): written at the top level of
+    ``metrics.json``; an intermediate one (``trainer.eval_every``) also carries ``step``."""
+
+    num_samples: int
+    sample_time_1000_s: float
+    sampler: Optional[str] = None
+    likelihood: Optional[Likelihood] = None
+    parzen: Optional[Parzen] = None
+    parzen_baselines: Optional[dict[str, Any]] = None
+    mode_coverage: Optional[ModeCoverage] = None
+    classifier: Optional[Classifier] = None
+    features: Optional[Features] = None
+    step: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+EVALUATION_KEYS = tuple(f.name for f in dataclasses.fields(Evaluation) if f.name not in ("extra", "step"))
+
+
+@dataclass
+class RunMetrics(_Block):
+    """``metrics.json``: the run's facts (what trained, how long, how big) and, merged at
+    the top level, its final :class:`Evaluation`.
+
+    Times in seconds; ``final_losses`` are the means of the last ``trainer.log_every``
+    steps (``train/*`` keys without the prefix); ``parameters`` per network.
+    """
+
+    model: str
+    dataset: str
+    variant: str
+    seed: int
+    steps: int
+    status: str
+    schema_version: int = 1
+    family: Optional[str] = None
+    device: Optional[str] = None
+    precision: Optional[str] = None
+    epochs: Optional[float] = None
+    batch_size: Optional[int] = None
+    train_time_s: Optional[float] = None
+    steps_per_s: Optional[float] = None
+    samples_per_s: Optional[float] = None
+    final_losses: Optional[dict[str, float]] = None
+    parameters: Optional[dict[str, int]] = None
+    parameters_total: Optional[int] = None
+    data: Optional[dict[str, Any]] = None
+    sample_grid: Optional[str] = None
+    checkpoint: Optional[str] = None
+    eval_history: Optional[list[Evaluation]] = None
+    evaluated_step: Optional[int] = None
+    evaluation: Optional[Evaluation] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        evaluation = out.pop("evaluation", None)
+        if evaluation:
+            out.update(evaluation)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "metrics.json") -> "RunMetrics":
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{where}: not a JSON object")
+        data = dict(data)
+        if "num_samples" in data and "sample_time_1000_s" in data:
+            data["evaluation"] = {k: data.pop(k) for k in list(data) if k in EVALUATION_KEYS}
+        metrics = super().from_dict(data, where)
+        if metrics.schema_version > SCHEMA_VERSION:
+            raise RecordError(f"{where}: schema_version {metrics.schema_version} is newer than this "
+                              f"gencompare reads ({SCHEMA_VERSION}); upgrade gencompare")
+        return metrics
+
+
+def read_metrics(path: Path) -> RunMetrics:
+    """Read and check a ``metrics.json`` (any schema version up to :data:`SCHEMA_VERSION`).
+
+    Raises:
+        RecordError: missing, unreadable, corrupt JSON, or values of the wrong type, in
+            one line naming the file and the key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "empty file" if not text.strip() else f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise RecordError(f"{path}: corrupt JSON ({what})") from None
+    return RunMetrics.from_dict(data, str(path))
+
+
+def write_metrics(metrics: RunMetrics, path: Path) -> Path:
+    """Write ``metrics`` atomically as the current schema version."""
+    metrics.schema_version = SCHEMA_VERSION
+    return atomic_write_json(metrics.to_dict(), path)
+
+
+def schema_has(path: str) -> bool:
+    """True when the dotted ``path`` (``mode_coverage.reverse_kl``) names a field of
+    :class:`RunMetrics` or of a block under it (any mode-coverage shape), so a table's
+    metric registry can be checked against the schema."""
+    candidates: list[Any] = [RunMetrics, Evaluation]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for c in candidates:
+            if c is Any:
+                nxt.append(Any)  # a free-form block (parzen_baselines, data): any key below it
+                continue
+            if not (isinstance(c, type) and dataclasses.is_dataclass(c)):
+                continue
+            hints = typing.get_type_hints(c)
+            if part in hints:
+                nxt.extend(_block_types(hints[part]))
+        if not nxt:
+            return False
+        candidates = nxt
+    return True
+
+
+def _block_types(hint: Any) -> list[Any]:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return [t for a in typing.get_args(hint) for t in _block_types(a)]
+    if origin is dict:
+        return [Any]
+    return [hint]
+
+
+def lookup(metrics: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` in a metrics dict, or None when absent."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def select_metric(metrics: Mapping[str, Any], key: str) -> float:
+    """The scalar at dotted ``key`` in a run's metrics (``train``'s return value, metrics.json).
+
+    For Hydra's Optuna sweeper, which needs the task function to return a float:
+    ``select_metric(metrics, cfg.optimized_metric)``. Keys may contain ``/``
+    (``final_losses.grad_norm/generator``); dots separate levels.
+
+    Args:
+        metrics: the nested dict ``train(cfg)`` returns (:meth:`RunMetrics.to_dict`).
+        key: e.g. ``"mode_coverage.reverse_kl"``, ``"likelihood.nll_nats"``, ``"final_losses.loss"``.
+    Returns:
+        The value as a float; infinities and NaN are passed through (Optuna treats
+        NaN as a failed trial and infinity as the worst value).
+    Raises:
+        GencompareError: the key is absent (the keys available at that level are
+            listed) or its value is not a number.
+    """
+    node: Any = metrics
+    seen: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            where = ".".join(seen) or "the run's metrics"
+            options = ", ".join(sorted(map(str, node))) if isinstance(node, Mapping) else f"a {type(node).__name__}"
+            raise GencompareError(f"optimized_metric={key}: no {part!r} in {where} (has: {options})")
+        node = node[part]
+        seen.append(part)
+    value = finite_or_none(node)
+    if value is None:
+        raise GencompareError(f"optimized_metric={key} is {node!r}, not a number")
+    return value
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A number as float (inf and nan pass), None for anything else (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+__all__ = [
+    "SCHEMA_VERSION", "RunDir", "atomic_write", "atomic_write_json", "to_json", "flatten", "RecordError",
+    "Likelihood", "Parzen", "MixtureCoverage", "ClassCoverage", "StackedCoverage", "Classifier", "Features",
+    "Evaluation", "RunMetrics", "read_metrics", "write_metrics", "schema_has", "lookup", "select_metric", "finite_or_none",
+]
