@@ -445,9 +445,9 @@ class RunMetrics(_Block):
     model: str
     dataset: str
     variant: str
-    seed: int
-    steps: int
-    status: str
+    seed: Optional[int] = None
+    steps: Optional[int] = None
+    status: Optional[str] = None
     schema_version: int = 1
     family: Optional[str] = None
     device: Optional[str] = None
