@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from gencompare.data import BINARIZATIONS
 from gencompare.errors import GencompareError
 
 
@@ -141,11 +145,29 @@ def validate(cfg: DictConfig) -> None:
         leaf = path.rsplit(".", 1)[-1]
         if leaf in ("lr", "learning_rate") and isinstance(value, (int, float)) and value <= 0:
             raise GencompareError(f"{path} must be a positive learning rate, got {value}")
-    from gencompare.data import BINARIZATIONS
-
     binarize = cfg.model.get("binarize", "none")
     if binarize not in BINARIZATIONS:
         raise GencompareError(f"model.binarize must be one of {', '.join(BINARIZATIONS)}, got {binarize!r}")
+
+
+def hydra_overrides() -> list[str] | None:
+    """The command line's overrides of the running Hydra job, or None outside one."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # HydraConfig was not set: not inside a Hydra run
+        return None
+
+
+def sweep_group() -> str | None:
+    """The W&B group of a multirun job: ``sweep-<date>_<time>`` of its sweep dir; None otherwise."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode == RunMode.MULTIRUN:
+        p = Path(hc.sweep.dir)
+        return f"sweep-{p.parent.name}_{p.name}"
+    return None
 
 
 def to_container(cfg: DictConfig) -> dict:

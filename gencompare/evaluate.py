@@ -22,14 +22,20 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.table import Table
 
+from gencompare.build import build_model, prepare_data, resolve_device
+from gencompare.checkpoint import load_checkpoint
 from gencompare.data import DataBundle
 from gencompare.errors import GencompareError
+from gencompare.metrics.classifier import get_classifier
+from gencompare.metrics.features import density_coverage, frechet_distance, precision_recall
+from gencompare.metrics.mode_coverage import class_coverage, mixture_coverage, stacked_coverage
+from gencompare.metrics.parzen import parzen_evaluate, plot_sigma_selection, sanity_baselines
 from gencompare.models.base import GenerativeModel
-
-console = Console(stderr=True, soft_wrap=True)
+from gencompare.record import RecordError, RunDir, RunMetrics, atomic_write_json, flatten, read_metrics, write_metrics
+from gencompare.terminal import console, table_console
+from gencompare.tracking import Tracker, make_tracker
 
 
 def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
@@ -93,8 +99,6 @@ def test_likelihood(model: GenerativeModel, bundle: DataBundle, mcfg) -> dict[st
 
 
 def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, cache_dir: Path) -> dict[str, Any]:
-    from gencompare.metrics.parzen import sanity_baselines
-
     n = min(int(pc.num_centres), len(cont.train))
     key = f"parzen-baselines-v2-{cont.variant}-n{n}-v{len(valid)}-t{len(test)}-s{pc.sigmas}.json"
     path = cache_dir / key
@@ -107,8 +111,6 @@ def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, ca
     else:
         # n k-means centroids of n images are the images themselves: the baseline would
         # repeat the train-images row, so it is omitted and the reason recorded
-        from gencompare.metrics.parzen import parzen_evaluate
-
         g = torch.Generator().manual_seed(0)
         centres = cont.train[torch.randperm(len(cont.train), generator=g)[:n].to(cont.train.device)]
         out = {
@@ -117,10 +119,7 @@ def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, ca
             "note": f"k-means baseline omitted: {cont.variant} has {len(cont.train)} training images, "
                     f"not more than the {pc.num_centres} centres it needs",
         }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(path)
+    atomic_write_json(out, path)
     return out
 
 
@@ -169,8 +168,6 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     device = model.device
 
     if image and pc.enabled and final:
-        from gencompare.metrics.parzen import parzen_evaluate, plot_sigma_selection
-
         valid, selected_on = cont.valid, "valid"
         if len(valid) == 0:
             valid, selected_on = cont.train, "train (no validation split)"
@@ -180,29 +177,23 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
         centres = samples[: int(pc.num_centres)].to(device)
         result = parzen_evaluate(centres, valid, test, pc.sigmas, memory_budget_mb=pc.memory_budget_mb)
         out["parzen"] = {**result.to_dict(), "selected_on": selected_on}
-        plot_sigma_selection(result, run_dir / "parzen_sigma.png")
+        plot_sigma_selection(result, RunDir(run_dir).parzen_plot)
         if pc.baselines:
             out["parzen_baselines"] = _baselines(cont, valid, test, pc, cache_dir)
 
-    if bundle.kind == "points":
-        from gencompare.metrics.mode_coverage import mixture_coverage
-
+    if bundle.coverage == "mixture":
         out["mode_coverage"] = mixture_coverage(samples, bundle.means.cpu(), bundle.std)
-    elif mcfg.classifier.enabled and bundle.name in ("mnist", "fashion_mnist", "stacked_mnist"):
-        from gencompare.metrics.classifier import get_classifier
-        from gencompare.metrics.features import density_coverage, frechet_distance, precision_recall
-        from gencompare.metrics.mode_coverage import class_coverage, stacked_coverage
-
+    elif mcfg.classifier.enabled and bundle.coverage in ("classes", "stacked"):
         clf, info = get_classifier(cont, cache_dir, device=device, epochs=mcfg.classifier.epochs)
         out["classifier"] = {k: info[k] for k in ("test_accuracy", "meets_protocol", "feature_network",
                                                   "variant", "num_train", "required_accuracy") if k in info}
         fake = samples.to(device)
-        if bundle.name == "stacked_mnist":
+        if bundle.coverage == "stacked":
             out["mode_coverage"] = stacked_coverage(clf.predict_stacked(fake).cpu(), data_labels=cont.test_labels.cpu())
         else:
             out["mode_coverage"] = class_coverage(clf.predict(fake).cpu(), bundle.num_classes,
                                                   data_labels=cont.test_labels.cpu())
-        if mcfg.features.enabled and bundle.name != "stacked_mnist":
+        if mcfg.features.enabled and bundle.coverage != "stacked":
             m = min(len(cont.test), int(mcfg.features.num_real), len(fake))
             real_f = clf.embed(cont.test[:m].to(device)).cpu()
             fake_f = clf.embed(fake[:m]).cpu()
@@ -222,12 +213,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
-
-
-def table_console() -> Console:
-    """stdout console; wide enough off a terminal (logs, CI) that rows do not wrap."""
-    c = Console()
-    return c if c.is_terminal else Console(width=160)
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
@@ -282,21 +267,45 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     return table
 
 
-# --------------------------------------------------------------------- eval command
-def _load_run(run_dir: Path, ckpt: Path | None):
-    from gencompare.runner import CHECKPOINT, load_checkpoint
+# ------------------------------------------------------------ during and after training
+def evaluate_and_log(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir, tracker: Tracker,
+                     step: int, *, final: bool) -> dict[str, Any]:
+    """Evaluate with ``cfg.metrics`` in a forked RNG (training's random stream is untouched,
+    so evaluating never changes the trained weights) and log the scalars as ``eval/*``."""
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        results = evaluate_model(cfg.metrics, model, bundle, run_dir=run.path, cache_dir=Path(cfg.paths.cache_dir),
+                                 seed=int(cfg.seed), final=final)
+    scalars = {f"eval/{k}": v for k, v in flatten(results).items() if isinstance(v, (int, float))}
+    tracker.log(scalars, step=step)
+    if final and run.parzen_plot.is_file():
+        tracker.log_image("eval/parzen_sigma", run.parzen_plot, step=step)
+    return results
 
-    if not run_dir.is_dir():
-        raise GencompareError(f"run dir {run_dir} does not exist")
-    ckpt_path = ckpt or run_dir / CHECKPOINT
+
+def evaluate_after_training(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir,
+                            tracker: Tracker, step: int) -> dict[str, Any]:
+    """The final evaluation (``metrics`` group), printed as a table; ``{}`` when disabled."""
+    if not cfg.get("metrics") or not cfg.metrics.enabled:
+        return {}
+    console.print("evaluating ...")
+    results = evaluate_and_log(cfg, model, bundle, run, tracker, step, final=True)
+    table_console().print(metrics_table(results, f"{cfg.model.name} on {bundle.variant}, step {step}"))
+    return results
+
+
+# --------------------------------------------------------------------- eval command
+def _load_run(run: RunDir, ckpt: Path | None):
+    if not run.path.is_dir():
+        raise GencompareError(f"run dir {run.path} does not exist")
+    ckpt_path = ckpt or run.checkpoint
     if not ckpt_path.is_file():
-        raise GencompareError(f"{run_dir} has no checkpoint ({ckpt_path} is missing); train it first")
+        raise GencompareError(f"{run.path} has no checkpoint ({ckpt_path} is missing); train it first")
     checkpoint = load_checkpoint(ckpt_path)
-    config_path = run_dir / "config.yaml"
-    cfg = OmegaConf.create(checkpoint["config"]) if not config_path.is_file() else OmegaConf.load(config_path)
+    cfg = OmegaConf.create(checkpoint["config"]) if not run.config.is_file() else OmegaConf.load(run.config)
     if checkpoint["family"] != cfg.model.name:
         raise GencompareError(
-            f"{ckpt_path} holds a {checkpoint['family']} model but {run_dir} was a {cfg.model.name} run"
+            f"{ckpt_path} holds a {checkpoint['family']} model but {run.path} was a {cfg.model.name} run"
         )
     return cfg, checkpoint
 
@@ -306,13 +315,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     and checkpoint, compute every metric, merge them into its metrics.json and print them.
 
     Raises:
-        GencompareError: no such run dir, no checkpoint, a checkpoint of another model.
+        GencompareError: no such run dir, no checkpoint, a checkpoint of another model, a
+            metrics.json that does not match the schema.
     """
-    from gencompare.runner import atomic_write_json, build_model, flatten_for_summary, prepare_data, resolve_device
-    from gencompare.tracking import make_tracker
-
-    run_dir = Path(cfg.run)
-    train_cfg, checkpoint = _load_run(run_dir, Path(cfg.ckpt) if cfg.get("ckpt") else None)
+    run = RunDir(cfg.run)
+    train_cfg, checkpoint = _load_run(run, Path(cfg.ckpt) if cfg.get("ckpt") else None)
     check_metrics_config(cfg.metrics, train_cfg.dataset.get("kind", "image"))
     device = resolve_device(cfg.device.name)
     train_cfg.dataset.data_dir = cfg.paths.data_dir
@@ -323,27 +330,29 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
-        raise GencompareError(f"checkpoint does not fit the {train_cfg.model.name} model of {run_dir}: "
+        raise GencompareError(f"checkpoint does not fit the {train_cfg.model.name} model of {run.path}: "
                               f"{str(exc).splitlines()[0]}") from None
     model.to(device)
     bundle.to(device)
-    results = evaluate_model(cfg.metrics, model, bundle, run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir),
+    results = evaluate_model(cfg.metrics, model, bundle, run_dir=run.path, cache_dir=Path(cfg.paths.cache_dir),
                              seed=int(train_cfg.seed), final=True)
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {
-        "model": train_cfg.model.name, "dataset": bundle.name, "variant": bundle.variant,
-        "seed": int(train_cfg.seed), "steps": int(checkpoint["step"]), "status": "evaluated-from-checkpoint"}
-    metrics.update(results)
-    metrics["evaluated_step"] = int(checkpoint["step"])
-    atomic_write_json(metrics, metrics_path)
-    tracker = make_tracker(cfg.logger, run_dir=run_dir, config=OmegaConf.to_container(train_cfg),
-                           default_name=f"eval-{train_cfg.model.name}-{bundle.variant}-s{train_cfg.seed}",
-                           group=None, tags=[train_cfg.model.name, bundle.name, bundle.variant, "eval"], job_type="eval")
+    if run.metrics.is_file():
+        record = read_metrics(run.metrics)
+    else:
+        record = RunMetrics(model=train_cfg.model.name, dataset=bundle.name, variant=bundle.variant,
+                            seed=int(train_cfg.seed), steps=int(checkpoint["step"]), status="evaluated-from-checkpoint")
+    merged = {**record.to_dict(), **results, "evaluated_step": int(checkpoint["step"])}
     try:
-        tracker.summary(flatten_for_summary(results))
-        if (run_dir / "parzen_sigma.png").is_file():
-            tracker.log_image("eval/parzen_sigma", run_dir / "parzen_sigma.png")
-    finally:
-        tracker.finish()
+        record = RunMetrics.from_dict(merged, str(run.metrics))
+    except RecordError as exc:
+        raise GencompareError(f"evaluation results do not fit the metrics.json schema: {exc}") from None
+    write_metrics(record, run.metrics)
+    metrics = record.to_dict()
+    with make_tracker(cfg.logger, run_dir=run.path, config=OmegaConf.to_container(train_cfg),
+                      default_name=f"eval-{train_cfg.model.name}-{bundle.variant}-s{train_cfg.seed}", group=None,
+                      tags=[train_cfg.model.name, bundle.name, bundle.variant, "eval"], job_type="eval") as tracker:
+        tracker.summary(flatten(results))
+        if run.parzen_plot.is_file():
+            tracker.log_image("eval/parzen_sigma", run.parzen_plot)
     table_console().print(metrics_table(metrics, f"{train_cfg.model.name} on {bundle.variant}, step {checkpoint['step']}"))
     return metrics

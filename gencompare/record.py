@@ -179,6 +179,37 @@ def flatten(node: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[s
     return flat
 
 
+def history_line(step: int, scalars: Mapping[str, Any]) -> str:
+    """One ``history.jsonl`` record: ``{"step": step, "train/...": value, ...}`` and a newline."""
+    return json.dumps({"step": step, **scalars}) + "\n"
+
+
+def trim_history(path: Path, step: int) -> list[str]:
+    """Drop ``history.jsonl`` records logged after ``step`` (a resumed run logs them
+    again) and any partial line a crash left mid-write.
+
+    Returns:
+        One warning line per dropped partial line (empty when none).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    kept, warnings_ = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            logged = int(record["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            warnings_.append(f"{path}: line {i} is not a complete record (a crash mid-write?); dropped")
+            continue
+        if logged <= step:
+            kept.append(line)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in kept)))
+    return warnings_
+
+
 # -------------------------------------------------------------------- schema
 class RecordError(GencompareError):
     """A record file that does not match the schema (wrong type, missing key, bad JSON)."""
@@ -188,6 +219,11 @@ class _Block:
     """Base of the schema dataclasses: typed ``from_dict`` and a ``to_dict`` that writes
     exactly the keys the producer wrote (optional fields left as None are omitted;
     required fields are always written, None included)."""
+
+    @staticmethod
+    def matches(data: Mapping[str, Any]) -> bool:  # noqa: ARG004
+        """Whether ``data`` has this block's shape (blocks that share a key override it)."""
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -598,7 +634,7 @@ def finite_or_none(value: Any) -> float | None:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "RunDir", "atomic_write", "atomic_write_json", "to_json", "flatten", "RecordError",
+    "SCHEMA_VERSION", "RunDir", "atomic_write", "history_line", "trim_history", "atomic_write_json", "to_json", "flatten", "RecordError",
     "Likelihood", "Parzen", "MixtureCoverage", "ClassCoverage", "StackedCoverage", "Classifier", "Features",
     "Evaluation", "RunMetrics", "read_metrics", "write_metrics", "schema_has", "lookup", "select_metric", "finite_or_none",
 ]

@@ -2,137 +2,45 @@
 
 It talks to a model only through the interface of :class:`gencompare.models.base.GenerativeModel`
 (``configure_optimizers``, ``optimizer_repeats``, ``training_step``, ``on_train_batch_end``,
-``sample``, ``log_likelihood``) and never asks which family it runs.
+``sample``, ``log_likelihood``) and never asks which family it runs. What it writes into the
+run dir is :mod:`gencompare.record`'s contract; checkpoints are :mod:`gencompare.checkpoint`'s.
 
-A run dir holds::
-
-    .hydra/             the composed config (Hydra)
-    checkpoints/last.ckpt   model, optimizers, step, RNG states, config (atomic writes)
-    history.jsonl       the train/* scalars of every log step, one JSON object a line
-    samples/step_*.png  sample grids (or 2D scatter plots) over training; samples.png at the end
-    metrics.json        final losses, steps, wall time, samples/s, parameters, data, metrics
-    wandb/              the W&B run files (logger=wandb)
+Between log steps the loop never reads a tensor on the host: losses, gradient norms and the
+finiteness of the loss stay on the device (:class:`LogWindow`) and are read once per
+``trainer.log_every`` steps, since every ``.item()`` / ``float()`` is a CPU-GPU sync point
+that stalls a GPU (nanoGPT's ``train.py`` makes the same point).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import random
 import signal
+import threading
 import time
-import warnings
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
 
 from gencompare import config as _config
-from gencompare.data import BatchStream, DataBundle, apply_binarization, binarize, load_dataset
+from gencompare.build import build_model, prepare_data, resolve_device, run_dir_of, total_steps
+from gencompare.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from gencompare.data import BatchStream, DataBundle, binarize
 from gencompare.errors import GencompareError
+from gencompare.evaluate import check_metrics_config, evaluate_and_log, evaluate_after_training
 from gencompare.models.base import GenerativeModel, count_parameters
 from gencompare.plots import save_samples
+from gencompare.record import Evaluation, RunDir, RunMetrics, flatten, history_line, trim_history, write_metrics
+from gencompare.terminal import console
 from gencompare.tracking import Tracker, make_tracker
 
-console = Console(stderr=True, soft_wrap=True)
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
+__all__ = ["train", "load_checkpoint"]
 
 
 # ------------------------------------------------------------------------ helpers
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU.
-
-    Raises:
-        GencompareError: a device that is asked for by name is not available.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GencompareError("device=cuda but no CUDA GPU is available here; use device=auto or device=cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise GencompareError("device=mps but Apple's MPS backend is not available here; use device=auto or device=cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write with ``torch.save`` to a temp file in the same folder, then rename, so a
-    crash or a signal mid-write never leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by the runner.
-
-    Raises:
-        GencompareError: the file is missing, truncated or not a gencompare checkpoint.
-    """
-    if not path.is_file():
-        raise GencompareError(f"no checkpoint at {path}")
-    try:
-        # our own file: it holds numpy/python RNG states, which weights_only rejects
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, ...
-        raise GencompareError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}; truncated or corrupt); "
-            "restore it or start a new run"
-        ) from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "family" not in ckpt:
-        raise GencompareError(f"{path} is not a gencompare checkpoint")
-    return ckpt
-
-
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so an
     interrupted run saves a checkpoint and closes its W&B run before exiting.
@@ -149,8 +57,6 @@ class StopRequest:
 
     @contextmanager
     def installed(self):
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -163,94 +69,65 @@ class StopRequest:
                 signal.signal(sig, handler)
 
 
-def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Write ``config.yaml`` (resolved) and ``overrides.yaml`` (the command line) into the
-    run dir once; a resumed run keeps the originals."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.yaml").exists():
-        OmegaConf.save(OmegaConf.create(_config.to_container(cfg)), run_dir / "config.yaml")
-    try:
-        from hydra.core.hydra_config import HydraConfig
+class LogWindow:
+    """The ``train/*`` scalars of the steps since the last log step, kept as detached
+    tensors where they are: reading them is one host sync per log step, not per step.
 
-        overrides = list(HydraConfig.get().overrides.task)
-    except Exception:  # noqa: BLE001 - outside a Hydra run
-        return
-    name = "overrides.yaml" if not (run_dir / "overrides.yaml").exists() else "overrides.resume.yaml"
-    OmegaConf.save(OmegaConf.create(overrides), run_dir / name)
-
-
-def keep_history_until(path: Path, step: int) -> None:
-    """Drop ``history.jsonl`` lines logged after ``step`` (a resumed run logs them again)."""
-    if not path.is_file():
-        return
-    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in kept))
-
-
-def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
-    """Instantiate ``cfg.model.module`` for the data's shape.
-
-    Raises:
-        GencompareError: the family cannot model this dataset (its constructor's
-            ValueError, reported in one line).
+    Also watches the loss: :meth:`check_finite` raises on the first non-finite loss of the
+    window (with its step), so a diverged run stops at the next log or checkpoint step.
     """
-    binary = bundle.kind == "image" and cfg.model.get("binarize", "none") != "none"
-    try:
-        model = instantiate(cfg.model.module, data_shape=list(bundle.shape), binary=binary, _convert_="all")
-    except Exception as exc:  # noqa: BLE001 - Hydra wraps constructor errors
-        root = exc
-        while root.__cause__ is not None:
-            root = root.__cause__
-        if isinstance(root, (ValueError, TypeError)):
-            raise GencompareError(f"model={cfg.model.name} on dataset={bundle.variant}: {root}") from None
-        raise
-    if not isinstance(model, GenerativeModel):
-        raise GencompareError(f"model.module._target_ built a {type(model).__name__}, not a GenerativeModel")
-    return model
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[Tensor | float]] = {}
+        self._losses: list[Tensor] = []
+        self._first_step = 0
+
+    def add(self, step: int, loss: Tensor, logs: dict[str, Tensor | float]) -> None:
+        if not self._losses:
+            self._first_step = step
+        self._losses.append(loss.detach())
+        for key, value in logs.items():
+            self.values.setdefault(key, []).append(value.detach() if isinstance(value, Tensor) else value)
+
+    def check_finite(self) -> None:
+        """Raises:
+            GencompareError: a loss of the window is NaN or infinite (with the step and a hint).
+        """
+        if not self._losses:
+            return
+        losses = torch.stack([x.float() for x in self._losses])
+        self._losses.clear()
+        bad = ~torch.isfinite(losses)
+        if bool(bad.any()):  # the host sync, once per window
+            i = int(bad.nonzero()[0, 0])
+            raise GencompareError(
+                f"loss became {float(losses[i])} at step {self._first_step + i}; lower the learning rate "
+                "(model.module.*optimizer.lr) or set trainer.grad_clip"
+            )
+
+    def means(self) -> dict[str, float]:
+        """Mean of each scalar over the window (read on the host); empties the window."""
+        out = {k: float(np.mean(_host_floats(v))) for k, v in self.values.items()}
+        self.values.clear()
+        return out
 
 
-def prepare_data(cfg: DictConfig) -> DataBundle:
-    """Load the dataset, print fallback warnings as one yellow line, apply the family's binarization."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        bundle = load_dataset(cfg.dataset, seed=int(cfg.seed))
-    for w in caught:
-        if issubclass(w.category, UserWarning) and "offline sample" in str(w.message):
-            console.print(f"[bold yellow]warning:[/] {w.message}")
-    # a fixed seed (not the run's) for static binarization: every run sees the same binary data
-    return apply_binarization(bundle, cfg.model.get("binarize", "none"), seed=0)
+def _host_floats(values: list[Tensor | float]) -> list[float]:
+    if all(isinstance(v, Tensor) for v in values):
+        return torch.stack(values).tolist()  # type: ignore[arg-type]
+    return [float(v) for v in values]
 
 
-def total_steps(cfg: DictConfig, bundle: DataBundle) -> int:
-    t = cfg.trainer
-    if t.epochs is not None:
-        return int(t.epochs) * max(1, len(bundle.train) // int(t.batch_size))
-    return int(t.max_steps)
+def grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    """Total L2 norm of the gradients of ``params`` (a device tensor, no sync), clipping
+    them to ``max_norm`` first unless it is infinite (``trainer.grad_clip: null``)."""
+    if math.isinf(max_norm):
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
-def run_dir_of(cfg: DictConfig) -> Path:
-    try:
-        return Path(cfg.paths.output_dir)
-    except Exception as exc:  # noqa: BLE001 - ${hydra:...} outside a Hydra run
-        raise GencompareError("paths.output_dir is not set (outside a Hydra run, set it explicitly)") from exc
-
-
-def sweep_group() -> str | None:
-    """The W&B group of a multirun job: its sweep dir's date and time."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN:
-            p = Path(hc.sweep.dir)
-            return f"sweep-{p.parent.name}_{p.name}"
-    except Exception:  # noqa: BLE001 - not inside Hydra
-        pass
-    return None
-
-
-def grid_samples(model: GenerativeModel, n: int, seed: int) -> torch.Tensor:
+def grid_samples(model: GenerativeModel, n: int, seed: int) -> Tensor:
     """Samples for a grid drawn from a fixed seed in a forked RNG: successive grids show
     the same noise (progress is visible) and training's RNG stream is untouched."""
     devices = [model.device] if model.device.type == "cuda" else []
@@ -264,6 +141,191 @@ def grid_samples(model: GenerativeModel, n: int, seed: int) -> torch.Tensor:
     return s
 
 
+def save_run_config(cfg: DictConfig, run: RunDir) -> None:
+    """Write ``config.yaml`` (resolved) and ``overrides.yaml`` (the command line) into the
+    run dir once; a resumed run keeps the originals and writes ``overrides.resume.yaml``."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.config.exists():
+        OmegaConf.save(OmegaConf.create(_config.to_container(cfg)), run.config)
+    overrides = _config.hydra_overrides()
+    if overrides is not None:
+        OmegaConf.save(OmegaConf.create(overrides), run.overrides if not run.overrides.exists() else run.overrides_resume)
+
+
+def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
+    """The checkpoint ``trainer.resume=true`` continues, or None for a new run.
+
+    Raises:
+        GencompareError: resume without a checkpoint, a checkpoint of another family, or a
+            new run pointed at a dir that already holds one.
+    """
+    if not cfg.trainer.resume:
+        if run.holds_run():
+            raise GencompareError(f"{run.path} already holds a run; pass trainer.resume=true to continue it "
+                                  "or choose another hydra.run.dir")
+        return None
+    if not run.checkpoint.is_file():
+        raise GencompareError(f"trainer.resume=true but {run.checkpoint} does not exist; "
+                              "point hydra.run.dir at the run dir to continue")
+    checkpoint = load_checkpoint(run.checkpoint)
+    if checkpoint["family"] != cfg.model.name:
+        raise GencompareError(f"{run.checkpoint} holds a {checkpoint['family']} model, not {cfg.model.name}")
+    return checkpoint
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, disable=not enabled, transient=False,
+    )
+
+
+# ---------------------------------------------------------------------- the loop
+class Trainer:
+    """The state of one training run and its loop's duties (log, grid, evaluate,
+    checkpoint), each a method, so that :func:`train` reads top to bottom."""
+
+    def __init__(self, cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir,
+                 checkpoint: dict[str, Any] | None) -> None:
+        self.cfg, self.t, self.model, self.bundle, self.run = cfg, cfg.trainer, model, bundle, run
+        self.max_steps = total_steps(cfg, bundle)
+        self.optimizers = model.configure_optimizers()
+        self.repeats = model.optimizer_repeats()
+        self.params_of = {n: [p for g in o.param_groups for p in g["params"]] for n, o in self.optimizers.items()}
+        self.max_norm = float(self.t.grad_clip) if self.t.grad_clip is not None else math.inf
+        self.config = _config.to_container(cfg)
+        self.step, batches_drawn, self.time_before, self.wandb_id = 0, 0, 0.0, None
+        self.eval_history: list[dict[str, Any]] = []
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(checkpoint["optimizers"][name])
+            self.step, batches_drawn = int(checkpoint["step"]), int(checkpoint["batches_drawn"])
+            self.time_before = float(checkpoint.get("train_time_s", 0.0))
+            set_rng_state(checkpoint["rng"])
+            self.wandb_id = checkpoint.get("wandb_id")
+            self.eval_history = list(checkpoint.get("eval_history", []))
+            console.print(f"resuming {run.checkpoint} at step {self.step}/{self.max_steps}")
+        self.stream = BatchStream(bundle.train, int(self.t.batch_size), int(cfg.seed), batches_drawn)
+        self.start_step, self.start_batches = self.step, batches_drawn
+        self.parameters = {name: count_parameters(net) for name, net in model.networks().items()}
+        device = model.device
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.t.precision == "bf16" and device.type == "cuda" else nullcontext())
+        self.window = LogWindow()
+        self.last_logs: dict[str, float] = {}
+        self.tracker: Tracker = Tracker()
+        self.grid_seed = int(cfg.seed) + 12345
+        self.t0 = time.perf_counter()  # restarted when the loop starts
+        self.loop_time = 0.0
+
+    # -- one step: every optimizer in order (the GAN: k discriminator steps, then the generator)
+    def training_step(self) -> None:
+        logs: dict[str, Tensor | float] = {}
+        for name, opt in self.optimizers.items():
+            for _ in range(int(self.repeats.get(name, 1))):
+                batch = next(self.stream)
+                if self.bundle.binarization == "dynamic":
+                    batch = binarize(batch, "dynamic")
+                with self.autocast:
+                    loss, step_logs = self.model.training_step(batch, name)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = grad_norm(self.params_of[name], self.max_norm)
+                opt.step()
+            logs.update(step_logs)
+            logs[f"grad_norm/{name}"] = norm
+        self.model.on_train_batch_end(self.step)
+        self.step += 1
+        self.window.add(self.step, loss, logs)
+
+    def due(self, every: int | None) -> bool:
+        return bool(every) and self.step % int(every) == 0
+
+    # -- the loop's duties
+    def log(self, history) -> None:
+        self.window.check_finite()
+        self.last_logs = self.window.means()
+        elapsed = time.perf_counter() - self.t0
+        rate = (self.stream.batches_drawn - self.start_batches) * int(self.t.batch_size) / max(elapsed, 1e-9)
+        record = {**{f"train/{k}": v for k, v in self.last_logs.items()},
+                  "train/samples_per_s": rate, "train/epoch": self.stream.epoch}
+        self.tracker.log(record, step=self.step)
+        history.write(history_line(self.step, record))
+        history.flush()
+        shown = [k for k in self.last_logs if not k.startswith("grad_norm")][:4]
+        self.stats = " ".join(f"{k}={self.last_logs[k]:.3f}" for k in shown) + f" {rate:,.0f} ex/s"
+
+    def write_grid(self, tag: str):
+        n = int(self.t.num_grid_samples) if self.bundle.kind == "image" else 2500
+        title = f"{self.cfg.model.name} on {self.bundle.variant}, step {self.step}"
+        path = save_samples(grid_samples(self.model, n, self.grid_seed), self.run.grid(tag),
+                            means=self.bundle.means, title=title)
+        if self.cfg.logger.get("log_images", True):
+            self.tracker.log_image("samples", path, step=self.step, caption=title)
+        return path
+
+    def evaluate(self) -> None:
+        results = evaluate_and_log(self.cfg, self.model, self.bundle, self.run, self.tracker, self.step, final=False)
+        self.eval_history.append({"step": self.step, **results})
+        self.model.train()
+
+    def save_checkpoint(self) -> None:
+        self.window.check_finite()
+        save_checkpoint({
+            "family": self.cfg.model.name, "variant": self.bundle.variant, "step": self.step,
+            "batches_drawn": self.stream.batches_drawn, "model": self.model.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "rng": rng_state(), "config": self.config, "train_time_s": self.time_before + self.elapsed(),
+            "wandb_id": getattr(self.tracker, "run_id", None), "data_shape": list(self.bundle.shape),
+            "eval_history": self.eval_history,
+        }, self.run.checkpoint)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def loop(self, stop: StopRequest, history) -> None:
+        """Train to ``max_steps`` or until a stop is requested (the checkpoint is then saved)."""
+        t, last = self.t, self.max_steps
+        self.stats = ""
+        self.t0 = time.perf_counter()
+        with _progress(bool(t.progress)) as progress:
+            task = progress.add_task(f"{self.cfg.model.name}/{self.bundle.variant}", total=last,
+                                     completed=self.step, stats="")
+            self.model.train()
+            while self.step < last:
+                self.training_step()
+                if self.due(t.log_every) or self.step == last:
+                    self.log(history)
+                if self.due(t.sample_every) and self.step != last:
+                    self.write_grid(f"step_{self.step:07d}")
+                if self.due(t.eval_every) and self.step != last and self.cfg.metrics.enabled:
+                    self.evaluate()
+                if self.due(t.checkpoint_every) or self.step == last or stop.signum is not None:
+                    self.save_checkpoint()
+                progress.update(task, completed=self.step, stats=self.stats)
+                if stop.signum is not None:
+                    break
+        self.loop_time = self.elapsed()  # steps/s counts the loop alone, not the final grid and evaluation
+
+    def record(self, final_grid) -> RunMetrics:
+        """The run's facts for ``metrics.json`` (its evaluation is added by :func:`train`)."""
+        new_steps, session = self.step - self.start_step, max(self.loop_time, 1e-9)
+        return RunMetrics(
+            status="finished", model=self.cfg.model.name, family=self.model.family, dataset=self.bundle.name,
+            variant=self.bundle.variant, seed=int(self.cfg.seed), device=str(self.model.device),
+            precision=str(self.t.precision), steps=self.step,
+            epochs=self.stream.batches_drawn / max(1, self.stream.per_epoch), batch_size=int(self.t.batch_size),
+            train_time_s=self.time_before + self.loop_time, steps_per_s=new_steps / session,
+            samples_per_s=(self.stream.batches_drawn - self.start_batches) * int(self.t.batch_size) / session,
+            final_losses=self.last_logs, parameters=self.parameters, parameters_total=sum(self.parameters.values()),
+            data=self.bundle.describe(), sample_grid=str(final_grid.relative_to(self.run.path)),
+            checkpoint=RunDir.CHECKPOINT,
+            eval_history=[Evaluation.from_dict(e, "eval_history") for e in self.eval_history] or None,
+        )
+
+
 # ---------------------------------------------------------------------- training
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the family ``cfg.model`` on ``cfg.dataset`` and return the run's metrics.
@@ -271,263 +333,59 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     The importable entry of ``gencompare train`` (the CLI only composes ``cfg``).
 
     Returns:
-        The dict written to ``<run dir>/metrics.json``.
+        The dict written to ``<run dir>/metrics.json`` (:class:`gencompare.record.RunMetrics`).
     Raises:
         GencompareError: bad input (values, device, data, resume state), reported by
             the CLI as one line; ``SystemExit(130 | 143)`` after SIGINT / SIGTERM, once
             the checkpoint is saved.
     """
+    # set up or resume: every check before anything is written
     _config.validate(cfg)
     if cfg.get("metrics"):
-        from gencompare.evaluate import check_metrics_config
-
         check_metrics_config(cfg.metrics, cfg.dataset.kind)
     device = resolve_device(cfg.device.name)
-    run_dir = run_dir_of(cfg)
-    ckpt_path = run_dir / CHECKPOINT
-    resume = bool(cfg.trainer.resume)
-    checkpoint = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise GencompareError(
-                f"trainer.resume=true but {ckpt_path} does not exist; "
-                "point hydra.run.dir at the run dir to continue"
-            )
-        checkpoint = load_checkpoint(ckpt_path)
-        if checkpoint["family"] != cfg.model.name:
-            raise GencompareError(f"{ckpt_path} holds a {checkpoint['family']} model, not {cfg.model.name}")
-    elif ckpt_path.exists() or (run_dir / "metrics.json").exists():
-        raise GencompareError(
-            f"{run_dir} already holds a run; pass trainer.resume=true to continue it or choose another hydra.run.dir"
-        )
+    run = RunDir(run_dir_of(cfg))
+    checkpoint = checkpoint_to_resume(cfg, run)
     if cfg.trainer.precision == "bf16" and device.type != "cuda":
         console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
-
     seed_everything(int(cfg.seed))
     bundle = prepare_data(cfg)
-    max_steps = total_steps(cfg, bundle)
-    stream_seed = int(cfg.seed)
     model = build_model(cfg, bundle).to(device)
     bundle.to(device)
-    optimizers = model.configure_optimizers()
-    repeats = model.optimizer_repeats()
-    step, batches_drawn, elapsed_before, wandb_id = 0, 0, 0.0, None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(checkpoint["optimizers"][name])
-        step, batches_drawn = int(checkpoint["step"]), int(checkpoint["batches_drawn"])
-        elapsed_before = float(checkpoint.get("train_time_s", 0.0))
-        set_rng_state(checkpoint["rng"])
-        wandb_id = checkpoint.get("wandb_id")
-        console.print(f"resuming {ckpt_path} at step {step}/{max_steps}")
+    trainer = Trainer(cfg, model, bundle, run, checkpoint)
+    save_run_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
+    console.print(f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/] ({bundle.sizes()['train']} train) on "
+                  f"{device}, {sum(trainer.parameters.values()):,} parameters, run dir {run.path}")
+    for line in trim_history(run.history, trainer.step) if checkpoint is not None else []:
+        console.print(f"[yellow]warning:[/] {line}")
 
-    # only now that data and model are built: a rejected command leaves no files behind
-    save_run_config(cfg, run_dir)
-    config_dict = _config.to_container(cfg)
-    parameters = {name: count_parameters(net) for name, net in model.networks().items()}
-    tracker = make_tracker(
-        cfg.logger, run_dir=run_dir, config=config_dict,
-        default_name=f"{cfg.model.name}-{bundle.variant}-s{cfg.seed}", group=sweep_group(),
-        tags=[cfg.model.name, bundle.name, bundle.variant, *cfg.tags], resume_id=wandb_id,
-    )
-    tracker.summary({"data/variant": bundle.variant, **{f"parameters/{k}": v for k, v in parameters.items()}})
-    stream = BatchStream(bundle.train, int(cfg.trainer.batch_size), stream_seed, batches_drawn)
-    dynamic = bundle.binarization == "dynamic"
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.trainer.precision == "bf16" and device.type == "cuda" else nullcontext()
-    )
-    params_of = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
-    clip = float(cfg.trainer.grad_clip) if cfg.trainer.grad_clip is not None else math.inf
-    t = cfg.trainer
-    window: dict[str, list[float]] = {}
-    last_logs: dict[str, float] = {}
     stop = StopRequest()
-    exit_code = 0
-    grid_seed = int(cfg.seed) + 12345
+    with make_tracker(cfg.logger, run_dir=run.path, config=trainer.config,
+                      default_name=f"{cfg.model.name}-{bundle.variant}-s{cfg.seed}", group=_config.sweep_group(),
+                      tags=[cfg.model.name, bundle.name, bundle.variant, *cfg.tags],
+                      resume_id=trainer.wandb_id) as tracker:
+        trainer.tracker = tracker
+        tracker.summary({"data/variant": bundle.variant, **{f"parameters/{k}": v for k, v in trainer.parameters.items()}})
+        # the loop
+        try:
+            with stop.installed(), run.history.open("a") as history:
+                trainer.loop(stop, history)
+        except KeyboardInterrupt:  # a second Ctrl-C: out at once, no checkpoint
+            stop.signum = signal.SIGINT
+        if stop.signum is not None:
+            code = 128 + int(stop.signum)
+            tracker.summary({"status": "interrupted", "train/steps": trainer.step})
+            console.print(f"[yellow]interrupted at step {trainer.step}/{trainer.max_steps}; checkpoint saved to "
+                          f"{run.checkpoint}; continue with the same command plus hydra.run.dir={run.path} "
+                          "trainer.resume=true[/]")
+            raise SystemExit(code)
 
-    def save_checkpoint() -> None:
-        atomic_torch_save({
-            "family": cfg.model.name, "variant": bundle.variant, "step": step,
-            "batches_drawn": stream.batches_drawn, "model": model.state_dict(),
-            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-            "rng": rng_state(), "config": config_dict, "train_time_s": elapsed_before + (time.perf_counter() - t0),
-            "wandb_id": getattr(tracker, "run_id", None), "data_shape": list(bundle.shape),
-            "eval_history": eval_history,
-        }, ckpt_path)
-
-    def write_grid(tag: str) -> Path:
-        s = grid_samples(model, int(t.num_grid_samples) if bundle.kind == "image" else 2500, grid_seed)
-        title = f"{cfg.model.name} on {bundle.variant}, step {step}"
-        path = save_samples(s, run_dir / "samples" / f"{tag}.png", means=bundle.means, title=title)
-        if cfg.logger.get("log_images", True):
-            tracker.log_image("samples", path, step=step, caption=title)
-        return path
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, disable=not t.progress, transient=False,
-    )
-    console.print(
-        f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/] ({bundle.sizes()['train']} train) "
-        f"on {device}, {sum(parameters.values()):,} parameters, run dir {run_dir}"
-    )
-    history_path = run_dir / "history.jsonl"
-    if checkpoint is not None:
-        keep_history_until(history_path, step)
-    history = history_path.open("a")
-    eval_history: list[dict[str, Any]] = list(checkpoint.get("eval_history", [])) if checkpoint else []
-    t0 = time.perf_counter()
-    start_step, start_batches = step, stream.batches_drawn
-    try:
-        with stop.installed(), progress:
-            task = progress.add_task(f"{cfg.model.name}/{bundle.variant}", total=max_steps, completed=step, stats="")
-            model.train()
-            while step < max_steps:
-                logs: dict[str, float] = {}
-                for name, opt in optimizers.items():
-                    for _ in range(int(repeats.get(name, 1))):
-                        batch = next(stream)
-                        if dynamic:
-                            batch = binarize(batch, "dynamic")
-                        with autocast:
-                            loss, step_logs = model.training_step(batch, name)
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(params_of[name], clip)
-                        opt.step()
-                    logs.update(step_logs)
-                    logs[f"grad_norm/{name}"] = float(grad_norm)
-                model.on_train_batch_end(step)
-                step += 1
-                if not math.isfinite(float(loss.detach())):
-                    raise GencompareError(
-                        f"loss became {float(loss.detach())} at step {step}; lower the learning rate "
-                        "(model.module.*optimizer.lr) or set trainer.grad_clip"
-                    )
-                for k, v in logs.items():
-                    window.setdefault(k, []).append(float(v))
-                if step % t.log_every == 0 or step == max_steps:
-                    last_logs = {k: float(np.mean(v)) for k, v in window.items()}
-                    window.clear()
-                    elapsed = time.perf_counter() - t0
-                    rate = (stream.batches_drawn - start_batches) * int(t.batch_size) / max(elapsed, 1e-9)
-                    record = {**{f"train/{k}": v for k, v in last_logs.items()},
-                              "train/samples_per_s": rate, "train/epoch": stream.epoch}
-                    tracker.log(record, step=step)
-                    history.write(json.dumps({"step": step, **record}) + "\n")
-                    history.flush()
-                    shown = [k for k in last_logs if not k.startswith("grad_norm")][:4]
-                    progress.update(task, stats=" ".join(f"{k}={last_logs[k]:.3f}" for k in shown) + f" {rate:,.0f} ex/s")
-                if step % t.sample_every == 0 and step != max_steps:
-                    write_grid(f"step_{step:07d}")
-                if t.eval_every and step % t.eval_every == 0 and step != max_steps and cfg.metrics.enabled:
-                    results = run_evaluation(cfg, model, bundle, run_dir, tracker, step, final=False)
-                    eval_history.append({"step": step, **results})
-                    model.train()
-                if step % t.checkpoint_every == 0 or step == max_steps or stop.signum is not None:
-                    save_checkpoint()
-                progress.update(task, completed=step)
-                if stop.signum is not None:
-                    break
-    except KeyboardInterrupt:
-        stop.signum = signal.SIGINT
-        exit_code = 130
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    finally:
-        history.close()
-    session_time = time.perf_counter() - t0  # the loop alone: steps/s excludes the final grid and evaluation
-    train_time = elapsed_before + session_time
-
-    if stop.signum is not None:
-        exit_code = 128 + int(stop.signum)
-        tracker.summary({"status": "interrupted", "train/steps": step})
-        tracker.finish(exit_code=exit_code)
-        console.print(
-            f"[yellow]interrupted at step {step}/{max_steps}; checkpoint saved to {ckpt_path}; continue with "
-            f"the same command plus hydra.run.dir={run_dir} trainer.resume=true[/]"
-        )
-        raise SystemExit(exit_code)
-
-    try:
-        final_grid = write_grid("samples")
-        new_steps = step - start_step
-        metrics: dict[str, Any] = {
-            "status": "finished",
-            "model": cfg.model.name,
-            "family": model.family,
-            "dataset": bundle.name,
-            "variant": bundle.variant,
-            "seed": int(cfg.seed),
-            "device": str(device),
-            "precision": str(cfg.trainer.precision),
-            "steps": step,
-            "epochs": stream.batches_drawn / max(1, stream.per_epoch),
-            "batch_size": int(t.batch_size),
-            "train_time_s": train_time,
-            "steps_per_s": new_steps / max(session_time, 1e-9),
-            "samples_per_s": (stream.batches_drawn - start_batches) * int(t.batch_size) / max(session_time, 1e-9),
-            "final_losses": last_logs,
-            "parameters": parameters,
-            "parameters_total": sum(parameters.values()),
-            "data": bundle.describe(),
-            "sample_grid": str(final_grid.relative_to(run_dir)),
-            "checkpoint": str(CHECKPOINT),
-        }
-        if eval_history:
-            metrics["eval_history"] = eval_history
-        metrics.update(evaluate_after_training(cfg, model, bundle, run_dir, tracker, step))
-        atomic_write_json(metrics, run_dir / "metrics.json")
-        tracker.summary(flatten_for_summary(metrics))
-        console.print(f"[green]done[/]: {step} steps in {train_time:.1f} s; {run_dir / 'metrics.json'}")
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    tracker.finish(exit_code=0)
-    return metrics
-
-
-def run_evaluation(cfg, model, bundle, run_dir, tracker, step, *, final: bool) -> dict[str, Any]:
-    """Evaluate with ``cfg.metrics`` in a forked RNG (training's random stream is untouched,
-    so evaluating never changes the trained weights) and log the scalars as ``eval/*``."""
-    from gencompare.evaluate import evaluate_model
-
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        results = evaluate_model(cfg.metrics, model, bundle, run_dir=run_dir, cache_dir=Path(cfg.paths.cache_dir),
-                                 seed=int(cfg.seed), final=final)
-    scalars = {f"eval/{k}": v for k, v in flatten_for_summary(results).items() if isinstance(v, (int, float))}
-    tracker.log(scalars, step=step)
-    if final and (run_dir / "parzen_sigma.png").is_file():
-        tracker.log_image("eval/parzen_sigma", run_dir / "parzen_sigma.png", step=step)
-    return results
-
-
-def evaluate_after_training(cfg, model, bundle, run_dir, tracker, step) -> dict[str, Any]:
-    """The final evaluation (``metrics`` group), printed as a table."""
-    if not cfg.get("metrics") or not cfg.metrics.enabled:
-        return {}
-    from gencompare.evaluate import metrics_table, table_console
-
-    console.print("evaluating ...")
-    results = run_evaluation(cfg, model, bundle, run_dir, tracker, step, final=True)
-    table_console().print(metrics_table(results, f"{cfg.model.name} on {bundle.variant}, step {step}"))
-    return results
-
-
-def flatten_for_summary(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested metrics into slash-separated W&B summary keys (``final_losses/d_loss``)."""
-    flat: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_for_summary(value, f"{name}/"))
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            flat[name] = value
-        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
-            flat[name] = value
-    return flat
+        # finish: the final grid, the evaluation, metrics.json
+        metrics = trainer.record(trainer.write_grid("samples"))
+        results = evaluate_after_training(cfg, model, bundle, run, tracker, trainer.step)
+        metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None
+        write_metrics(metrics, run.metrics)
+        out = metrics.to_dict()
+        tracker.summary(flatten(out))
+        console.print(f"[green]done[/]: {trainer.step} steps in {metrics.train_time_s:.1f} s; {run.metrics}")
+    return out

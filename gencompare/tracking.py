@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from rich.console import Console
-
-console = Console(stderr=True, soft_wrap=True)
+from gencompare.terminal import console
 
 
 class Tracker:
@@ -36,6 +34,20 @@ class Tracker:
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run; safe to call twice."""
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Finish the run exactly once whatever happened: exit code 0 on success, the
+        ``SystemExit`` code after an interruption (130, 143), 1 after an error."""
+        if exc_type is None:
+            code = 0
+        elif issubclass(exc_type, SystemExit):
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            code = 1
+        self.finish(exit_code=code)
 
 
 def has_wandb_credentials() -> bool:

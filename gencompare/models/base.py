@@ -72,7 +72,7 @@ class GenerativeModel(nn.Module, abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor | float]]:
         """Loss for optimizer ``name`` on ``batch`` and scalars to log.
 
         Args:
@@ -80,8 +80,10 @@ class GenerativeModel(nn.Module, abc.ABC):
             name: one of the keys of :meth:`configure_optimizers`.
 
         Returns:
-            ``(loss, logs)``: a scalar tensor to minimise, and a dict of
-            Python floats whose keys are logged as ``train/<key>``.
+            ``(loss, logs)``: a scalar tensor to minimise, and a dict of detached
+            scalar tensors (or Python floats) logged as ``train/<key>``. Keep them
+            tensors: the runner reads them on the host only at log steps, since
+            ``.item()`` per step is a CPU-GPU sync that stalls a GPU.
         """
 
     def on_train_batch_end(self, step: int) -> None:

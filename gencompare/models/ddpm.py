@@ -143,6 +143,11 @@ def bits_per_dim(nll_nats: Tensor | float, D: int) -> Tensor | float:
 # ---------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------
+
+def _forget_ema_count(module: nn.Module, incompatible_keys) -> None:  # noqa: ARG001 - hook signature
+    """After ``load_state_dict`` the EMA step count is read again from its buffer."""
+    module._ema_count = None
+
 class DDPM(GenerativeModel):
     """DDPM with epsilon prediction, trained with L_simple (Ho et al. 2020).
 
@@ -276,6 +281,8 @@ class DDPM(GenerativeModel):
         self.ema_decay = float(ema_decay)
         self.ema_warmup = bool(ema_warmup)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self._ema_count: int | None = None
+        self.register_load_state_dict_post_hook(_forget_ema_count)
 
         if sampler not in ("auto", "ancestral", "ddim"):
             raise ValueError(f"sampler must be 'auto', 'ancestral' or 'ddim', got {sampler!r}")
@@ -401,7 +408,7 @@ class DDPM(GenerativeModel):
         """One optimizer, ``{"model": ...}``, over the denoiser's parameters (not the EMA copy)."""
         return {"model": self._optimizer_factory(self.denoiser.parameters())}
 
-    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
         """L_simple (Ho et al. 2020, eq. 14): ``E_{t, x0, eps} ||eps - eps_theta(x_t, t)||^2``.
 
         Averaged over dimensions as well as the batch (official code:
@@ -424,15 +431,18 @@ class DDPM(GenerativeModel):
         noise = torch.randn_like(x0)
         eps = self.denoiser(self.q_sample(x0, t, noise), t)
         loss = ((noise - eps) ** 2).mean()
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def on_train_batch_end(self, step: int) -> None:
         """Update the EMA weights: ``ema <- d * ema + (1 - d) * live`` (Ho et al. 2020, Appendix B)."""
+        if self._ema_count is None:  # once after construction or loading: the buffer is the truth
+            self._ema_count = int(self.ema_updates)
         self.ema_updates += 1
+        self._ema_count += 1  # a host copy of the buffer: reading the buffer each step would sync a GPU
         decay = self.ema_decay
         if self.ema_warmup:
-            n = float(self.ema_updates)
+            n = float(self._ema_count)
             decay = min(decay, (1.0 + n) / (10.0 + n))
         for p_ema, p in zip(self.ema.parameters(), self.denoiser.parameters()):
             p_ema.lerp_(p.detach(), 1.0 - decay)

@@ -282,7 +282,7 @@ class GAN(GenerativeModel):
     def optimizer_repeats(self) -> dict[str, int]:
         return {"discriminator": self.k}
 
-    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
         """Discriminator or generator loss on ``batch`` ``(B, *data_shape)``.
 
         ``"discriminator"``: 0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)] with G(z)
@@ -307,9 +307,9 @@ class GAN(GenerativeModel):
                 + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
             )
             logs = {
-                "d_loss": loss.item(),
-                "d_real": torch.sigmoid(logit_real).mean().item(),
-                "d_fake": torch.sigmoid(logit_fake).mean().item(),
+                "d_loss": loss.detach(),
+                "d_real": torch.sigmoid(logit_real.detach()).mean(),
+                "d_fake": torch.sigmoid(logit_fake.detach()).mean(),
             }
             return loss, logs
         if name == "generator":
@@ -329,7 +329,7 @@ class GAN(GenerativeModel):
                 loss = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
             else:  # minimax: log(1 - sigmoid(l)) = -BCE(l, 0)
                 loss = -F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
-            logs = {"g_loss": loss.item(), "d_fake": torch.sigmoid(logit_fake).mean().item()}
+            logs = {"g_loss": loss.detach(), "d_fake": torch.sigmoid(logit_fake.detach()).mean()}
             return loss, logs
         raise ValueError(f"GAN has optimizers 'discriminator' and 'generator', got {name!r}")
 

@@ -109,7 +109,7 @@ class _Autoregressive(GenerativeModel):
     def _train_input(self, batch: Tensor) -> Tensor:
         return batch
 
-    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean NLL of ``batch`` ``(B, *data_shape)``; logs ``nll`` in nats per example.
 
         Raises:
@@ -118,7 +118,7 @@ class _Autoregressive(GenerativeModel):
         if name != "model":
             raise ValueError(f"{type(self).__name__} has one optimizer, 'model'; got {name!r}")
         nll = -self.log_likelihood(self._train_input(batch)).mean()
-        return nll, {"nll": nll.item()}
+        return nll, {"nll": nll.detach()}
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """Exact ``log p(x)`` in nats, shape ``(B,)``, for ``x`` of shape ``(B, *data_shape)``.

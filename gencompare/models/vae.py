@@ -269,7 +269,7 @@ class VAE(GenerativeModel):
     def configure_optimizers(self) -> dict[str, Optimizer]:
         return {"model": self._optimizer(self.parameters())}
 
-    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
         """Negative ELBO on ``batch`` ``(B, *data_shape)``, mean in nats per example.
 
         Logs ``elbo`` (nats/example, higher is better), ``recon`` (the
@@ -284,7 +284,7 @@ class VAE(GenerativeModel):
         recon, kl = self._elbo_terms(batch)
         elbo = recon - kl
         loss = -elbo.mean()
-        return loss, {"elbo": -loss.item(), "recon": -recon.mean().item(), "kl": kl.mean().item()}
+        return loss, {"elbo": -loss.detach(), "recon": -recon.detach().mean(), "kl": kl.detach().mean()}
 
     # -- evaluation -------------------------------------------------------
     @torch.no_grad()
