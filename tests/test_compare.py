@@ -19,8 +19,9 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from conftest import run_cli
+from gencompare import record
 from gencompare.errors import GencompareError
-from gencompare.report import compare, select_metric, summarize, training_diagnostics, load_run
+from gencompare.report import METRICS, compare, select_metric, summarize, training_diagnostics, load_run
 
 NLL_KIND = {"gan": None, "vae": "nll_iwae", "nade": "nll_exact", "ddpm": "nll_bound"}
 
@@ -55,6 +56,15 @@ def make_run(root: Path, name: str, *, model: str, dataset: str, variant: str | 
     if history is not None:
         (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     return run
+
+
+def evaluation(step: int, *, modes_captured: int) -> dict:
+    """An intermediate ring8 evaluation as the runner writes it into eval_history (record.Evaluation)."""
+    counts = [125] * modes_captured + [0] * (8 - modes_captured)
+    return {"step": step, "num_samples": 1000, "sample_time_1000_s": 0.5,
+            "mode_coverage": {"modes_captured": modes_captured, "num_modes": 8, "high_quality_fraction": 0.9,
+                              "reverse_kl": 0.1, "counts": counts, "num_samples": 1000, "num_high_quality": 900,
+                              "num_std": 3.0}}
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -196,9 +206,8 @@ def test_gan_diagnostics_from_history_and_eval_history(tmp_path):
     run = make_run(tmp_path / "sweep", "gan", model="gan", dataset="ring8", metrics={
         "steps": 200,
         "mode_coverage": {"modes_captured": 3, "num_modes": 8, "high_quality_fraction": 0.9},
-        "eval_history": [{"step": 50, "mode_coverage": {"modes_captured": 6}},
-                         {"step": 100, "mode_coverage": {"modes_captured": 8}},
-                         {"step": 150, "mode_coverage": {"modes_captured": 5}}]})
+        "eval_history": [evaluation(50, modes_captured=6), evaluation(100, modes_captured=8),
+                         evaluation(150, modes_captured=5)]})
     (run / "history.jsonl").write_text(history_text)
 
     loaded, problems = load_run(run)
@@ -294,3 +303,31 @@ def test_wandb_logs_tables_and_images_to_a_comparison_run(tmp_path, monkeypatch)
     comparison = json.loads(next((media[0] / "table").glob("comparison_*.table.json")).read_text())
     assert comparison["columns"][0] == "label" and len(comparison["data"]) == 1
     assert len(list((media[0] / "images").rglob("*.png"))) == 2  # the figure and the mosaic
+
+
+def test_metric_registry_names_keys_of_the_record_schema():
+    """A typo in a registry key would show as an empty column, never as an error."""
+    keys = [k for m in METRICS for k in (m.key, m.own_stderr, m.total) if k]
+    assert len(keys) > len(METRICS)
+    assert [k for k in keys if not record.schema_has(k)] == []
+    assert not record.schema_has("mode_coverage.modes_capture")  # the check can fail
+
+
+def test_a_metrics_json_of_the_wrong_types_is_one_problem_line(tmp_path):
+    run = make_run(tmp_path / "sweep", "gan_s0", model="gan", dataset="ring8", metrics={"model": 3})
+    loaded, problems = load_run(run)
+    assert loaded is None
+    assert problems == [f"{run / 'metrics.json'}.model: expected a string, got 3; skipped"]
+
+
+def test_coverage_kind_comes_from_the_record_not_the_dataset_name(tmp_path):
+    sweep = tmp_path / "sweep"
+    cov = {"modes_captured": 5, "num_modes": 6, "high_quality_fraction": 0.8, "reverse_kl": 0.2}
+    make_run(sweep, "moons", model="gan", dataset="moons6", metrics={"mode_coverage": cov,
+                                                                    "data": {"coverage": "mixture"}})
+    make_run(sweep, "old_ring", model="gan", dataset="ring8", metrics={"mode_coverage": cov})  # no data.coverage
+    result = compare([sweep], out=tmp_path / "out")
+    for table in result.tables:
+        assert {"modes captured", "HQ %"} <= set(table.columns), table.title
+        assert "Parzen LL (nats)" not in table.columns
+        assert table.rows[0][table.columns.index("modes captured")] == "5 /6"

@@ -1,0 +1,141 @@
+"""Grouping runs: one group per (model, dataset, variant) and config, seeds aside.
+
+Runs of different dataset variants (``mnist`` and ``mnist-5k``) are never averaged
+together, nor runs whose configs differ in anything but the seed and bookkeeping (the
+trials of a hyperparameter sweep stay separate groups, labelled with what differs).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gencompare.record import flatten, lookup
+from gencompare.report.runs import Run
+from gencompare.report.stats import Stat, summarize
+
+FAMILY_ORDER = ("gan", "vae", "nade", "ddpm")
+VARIANT_ORDER = ("mnist", "mnist-5k", "fashion_mnist", "stacked_mnist", "stacked_mnist-5k", "ring8", "grid25")
+BASELINES = (("train_images", "train images (baseline)"), ("kmeans_centroids", "k-means centroids (baseline)"))
+
+# Config values that change bookkeeping, speed or memory but not the trained model or
+# the metrics' protocol: runs that differ only in these are seeds of one experiment.
+_IGNORED_CONFIG = ("seed", "paths.", "logger.", "hydra.", "tags", "task_name", "device.", "optimized_metric",
+                   "trainer.progress", "trainer.resume", "trainer.log_every", "trainer.sample_every",
+                   "trainer.checkpoint_every", "trainer.num_grid_samples", "trainer.eval_every",
+                   "dataset.data_dir", "dataset.download", "dataset.system_dirs", "model.experiment_max_steps.")
+_IGNORED_SUFFIXES = ("memory_budget_mb", "sample_batch_size", "bound_batch_size", "iwae_chunk",
+                     "likelihood.batch_size")
+
+
+def config_signature(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The config values that make runs different experiments: dotted keys, list values
+    as JSON text (comparable and shown as written); None for a run without a config."""
+    if config is None:
+        return None
+    flat = flatten(config, sep=".")
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, list) else v for k, v in flat.items()
+            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in _IGNORED_CONFIG)
+            and not k.endswith(_IGNORED_SUFFIXES)}
+
+
+@dataclass
+class Group:
+    """Runs of one family on one dataset variant with one config (seeds aside)."""
+
+    model: str
+    dataset: str
+    variant: str
+    runs: list[Run]
+    differs: dict[str, Any] = field(default_factory=dict)  # config values that set this group apart
+
+    @property
+    def label(self) -> str:
+        if not self.differs:
+            return self.model
+        return f"{self.model} ({', '.join(f'{k}={v}' for k, v in self.differs.items())})"
+
+    @property
+    def family(self) -> str:
+        return str(self.runs[0].metrics.get("family") or self.model)
+
+    @property
+    def coverage(self) -> str:
+        """How the variant's mode coverage is scored (``mixture``, ``classes``, ``stacked``)."""
+        return self.runs[0].coverage
+
+    def stat(self, key: str, scale: float = 1.0) -> Stat | None:
+        vals = [v * scale for v in (r.value(key) for r in self.runs) if v is not None]
+        return summarize(vals)
+
+    def strings(self, key: str) -> list[str]:
+        return sorted({str(lookup(r.metrics, key)) for r in self.runs if lookup(r.metrics, key) is not None})
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted((r.seed for r in self.runs), key=str)
+
+
+def family_rank(model: str) -> tuple[int, str]:
+    return (FAMILY_ORDER.index(model) if model in FAMILY_ORDER else len(FAMILY_ORDER), model)
+
+
+def _variant_rank(variant: str) -> tuple[int, str]:
+    return (VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), variant)
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Group by (model, dataset, variant), then split by any config value (other than
+    the seed and bookkeeping) that differs within that group; ordered by variant,
+    then GAN, VAE, NADE, DDPM."""
+    by_key: dict[tuple[str, str, str], list[Run]] = {}
+    for r in runs:
+        by_key.setdefault((r.model, r.dataset, r.variant), []).append(r)
+    groups: list[Group] = []
+    for (model, dataset, variant), members in by_key.items():
+        sigs = [config_signature(r.config) for r in members]
+        buckets: dict[str, list[int]] = {}
+        for i, s in enumerate(sigs):
+            buckets.setdefault(json.dumps(s, sort_keys=True, default=str), []).append(i)
+        if len(buckets) == 1:
+            groups.append(Group(model, dataset, variant, sorted(members, key=lambda r: str(r.seed))))
+            continue
+        known = [sigs[idx[0]] for idx in buckets.values() if sigs[idx[0]] is not None]
+        keys = sorted({k for s in known for k in s})
+        varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in known}) > 1]
+        for idx in buckets.values():
+            sig = sigs[idx[0]]
+            differs = {"config": "missing"} if sig is None else {k: sig.get(k) for k in varying}
+            groups.append(Group(model, dataset, variant, sorted((members[i] for i in idx), key=lambda r: str(r.seed)),
+                                differs))
+    groups.sort(key=lambda g: (_variant_rank(g.variant), family_rank(g.model), g.label))
+    return groups
+
+
+def by_variant(groups: Sequence[Group]) -> dict[str, list[Group]]:
+    """The groups of each dataset variant, variants in first-seen order."""
+    out: dict[str, list[Group]] = {}
+    for g in groups:
+        out.setdefault(g.variant, []).append(g)
+    return out
+
+
+def baseline_rows(groups: Sequence[Group]) -> list[tuple[str, Stat, Stat | None, Stat | None]]:
+    """The Parzen sanity baselines of one variant (Theis et al. 2016) as ``(label, mean,
+    stderr, sigma)``: identical for every run of the variant (cached per variant by the
+    evaluation), so averaged only to absorb float noise."""
+    runs = [r for g in groups for r in g.runs]
+
+    def over_runs(key: str) -> Stat | None:
+        return summarize([v for v in (r.value(key) for r in runs) if v is not None])
+
+    out = []
+    for key, label in BASELINES:
+        mean = over_runs(f"parzen_baselines.{key}.mean")
+        if mean is None:
+            continue
+        out.append((label, Stat(mean.mean, math.nan, math.nan, 1), over_runs(f"parzen_baselines.{key}.stderr"),
+                    over_runs(f"parzen_baselines.{key}.sigma")))
+    return out
