@@ -36,7 +36,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import gencompare.config  # noqa: E402,F401 - registers the schema
 from gencompare.evaluate import draw_samples  # noqa: E402
-from gencompare.runner import CHECKPOINT, build_model, load_checkpoint, prepare_data, resolve_device, train  # noqa: E402
+from gencompare.build import build_model, prepare_data, resolve_device  # noqa: E402
+from gencompare.checkpoint import load_checkpoint  # noqa: E402
+from gencompare.record import RunDir  # noqa: E402
+from gencompare.runner import train  # noqa: E402
 
 
 def family_overrides(family: str, extra: list[str]) -> list[str]:
@@ -66,7 +69,7 @@ def bench_family(family: str, args, work: Path) -> dict:
     device = resolve_device(cfg.device.name)
     bundle = prepare_data(cfg)
     model = build_model(cfg, bundle)
-    model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    model.load_state_dict(load_checkpoint(RunDir(run_dir).checkpoint)["model"])
     model.to(device)
     draw_samples(model, min(100, args.samples), 100, seed=1)  # warm-up (kernels, caches)
     if device.type == "cuda":

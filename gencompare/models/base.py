@@ -120,3 +120,18 @@ class GenerativeModel(nn.Module, abc.ABC):
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def forget_on_load(module: nn.Module, attribute: str) -> None:
+    """Set ``module.<attribute>`` to None after every ``load_state_dict``.
+
+    For a host copy of a buffer that the training step consults (the DDPM's EMA step
+    count, RNADE's initialised flag): reading the buffer itself every step would be a
+    CPU-GPU sync, so the model keeps a Python copy, and None after loading tells it to
+    read the buffer once again.
+    """
+    def hook(mod: nn.Module, incompatible_keys) -> None:  # noqa: ARG001 - torch's hook signature
+        setattr(mod, attribute, None)
+
+    module.register_load_state_dict_post_hook(hook)
+

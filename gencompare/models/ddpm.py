@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.base import GenerativeModel, OptimizerFactory, forget_on_load
 from gencompare.models.unet import MLPDenoiser, UNet
 
 LN2 = math.log(2.0)
@@ -144,9 +144,6 @@ def bits_per_dim(nll_nats: Tensor | float, D: int) -> Tensor | float:
 # The model
 # ---------------------------------------------------------------------------
 
-def _forget_ema_count(module: nn.Module, incompatible_keys) -> None:  # noqa: ARG001 - hook signature
-    """After ``load_state_dict`` the EMA step count is read again from its buffer."""
-    module._ema_count = None
 
 class DDPM(GenerativeModel):
     """DDPM with epsilon prediction, trained with L_simple (Ho et al. 2020).
@@ -281,8 +278,9 @@ class DDPM(GenerativeModel):
         self.ema_decay = float(ema_decay)
         self.ema_warmup = bool(ema_warmup)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        self._ema_count: int | None = None
-        self.register_load_state_dict_post_hook(_forget_ema_count)
+        self._ema_count: int | None = 0  # host copy of ema_updates (no sync per step)
+        self._range_checked = False
+        forget_on_load(self, "_ema_count")
 
         if sampler not in ("auto", "ancestral", "ddim"):
             raise ValueError(f"sampler must be 'auto', 'ancestral' or 'ddim', got {sampler!r}")
@@ -337,15 +335,18 @@ class DDPM(GenerativeModel):
         self._const_cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
     # -- data space <-> model space ------------------------------------------
-    def to_model_space(self, x: Tensor) -> Tensor:
+    def to_model_space(self, x: Tensor, *, check_range: bool = True) -> Tensor:
         """Data -> diffusion space: images [0, 1] -> [-1, 1] (``x*2-1``); points unchanged.
+
+        ``check_range=False`` skips the pixel-range check, which reads the batch on the
+        host (a CPU-GPU sync).
 
         Raises:
             ValueError: on a shape other than ``(B, *data_shape)``, or images outside [0, 1].
         """
         if tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"expected batch of shape (B, {self.data_shape}), got {tuple(x.shape)}")
-        if self.is_image:
+        if self.is_image and check_range:
             if x.min() < -1e-6 or x.max() > 1 + 1e-6:
                 raise ValueError(f"DDPM expects image pixels in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
             return x * 2.0 - 1.0
@@ -426,7 +427,10 @@ class DDPM(GenerativeModel):
         """
         if name != "model":
             raise ValueError(f"DDPM has one optimizer 'model', got {name!r}")
-        x0 = self.to_model_space(batch)
+        # the pixel range of the first training batch is checked; the later ones come from
+        # the same data and checking each would sync a GPU every step
+        x0 = self.to_model_space(batch, check_range=not self._range_checked)
+        self._range_checked = True
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         eps = self.denoiser(self.q_sample(x0, t, noise), t)

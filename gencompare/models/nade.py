@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.base import GenerativeModel, OptimizerFactory, forget_on_load
 
 __all__ = ["NADE", "RNADE", "build"]
 
@@ -378,6 +378,8 @@ class RNADE(_Autoregressive):
         self.rho = nn.Parameter(torch.ones(D), requires_grad=bool(activity_rescaling))
         self.activity_rescaling = bool(activity_rescaling)
         self.register_buffer("data_initialized", torch.tensor(False))
+        self._initialized: bool | None = False  # host copy of the buffer (no sync per step)
+        forget_on_load(self, "_initialized")
 
     @property
     def _is_image(self) -> bool:
@@ -421,11 +423,14 @@ class RNADE(_Autoregressive):
         self.W.copy_(torch.randn_like(self.W) * w_std)
         self.c.copy_(torch.randn_like(self.c) * (_INPUT_SCALE / 2))
         self.data_initialized.fill_(True)
+        self._initialized = True
 
     def _train_input(self, batch: Tensor) -> Tensor:
         if self._is_image:
             batch = (batch * 255.0 + torch.rand_like(batch)) / 256.0
-        if not bool(self.data_initialized):
+        if self._initialized is None:  # once after loading a state dict
+            self._initialized = bool(self.data_initialized)
+        if not self._initialized:
             self._init_from_data(batch)
         return batch
 

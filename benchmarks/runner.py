@@ -1,0 +1,144 @@
+"""What the shared runner costs over a bare training loop of the same model.
+
+    .venv/bin/python benchmarks/runner.py [--repeats 3] [--device auto] [--threads T]
+
+For each case (GAN and VAE on MNIST, GAN and NADE on ring8) both sides build the model
+with the same builder (:func:`gencompare.build.build_model`), the same optimizers
+(``configure_optimizers``, ``optimizer_repeats``), batch size and data, and train the
+same number of steps:
+
+- **bare**: a plain loop: sample a batch, ``training_step``, ``zero_grad``, ``backward``,
+  ``step`` per optimizer, ``on_train_batch_end``; nothing logged, nothing checked.
+- **runner**: :func:`gencompare.runner.train` with ``logger=none metrics=none`` and the
+  default duties (log every 50 steps with gradient norms and the finiteness check, a
+  checkpoint at the end); its time is the loop's own (``steps / steps_per_s`` of its
+  metrics.json: data and model set-up, the final grid and evaluation excluded).
+
+Cases and sides are interleaved (bare, runner, bare, runner, ...) and the best of
+``--repeats`` is kept for each, so load on the machine hits both alike. Writes
+``benchmarks/results/runner-<device>.md``. Target (issue "One clear house"): runner/bare
+at most 1.05 for every case.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import gencompare.config  # noqa: E402,F401 - registers the schema
+from gencompare.build import build_model, prepare_data, resolve_device  # noqa: E402
+from gencompare.checkpoint import seed_everything  # noqa: E402
+from gencompare.data import binarize  # noqa: E402
+from gencompare.runner import train  # noqa: E402
+
+CASES = (("gan", "mnist", 300), ("vae", "mnist", 300), ("gan", "ring8", 2000), ("nade", "ring8", 2000))
+
+
+def compose_case(family: str, dataset: str, steps: int, device: str, run_dir: Path):
+    overrides = [f"model={family}", f"dataset={dataset}", f"device={device}", "logger=none", "metrics=none",
+                 "trainer.progress=false", f"trainer.max_steps={steps}", f"trainer.sample_every={10 * steps}",
+                 f"trainer.checkpoint_every={10 * steps}", f"paths.output_dir={run_dir}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_loop(cfg) -> float:
+    """Seconds for ``trainer.max_steps`` steps of the plain loop (set-up excluded)."""
+    device = resolve_device(cfg.device.name)
+    seed_everything(int(cfg.seed))
+    bundle = prepare_data(cfg)
+    model = build_model(cfg, bundle).to(device)
+    bundle.to(device)
+    optimizers, repeats = model.configure_optimizers(), model.optimizer_repeats()
+    data, b = bundle.train, int(cfg.trainer.batch_size)
+    dynamic = bundle.binarization == "dynamic"
+    model.train()
+    sync(device)
+    t0 = time.perf_counter()
+    for step in range(int(cfg.trainer.max_steps)):
+        for name, opt in optimizers.items():
+            for _ in range(int(repeats.get(name, 1))):
+                batch = data[torch.randint(len(data), (b,), device=device)]
+                if dynamic:
+                    batch = binarize(batch, "dynamic")
+                loss, _ = model.training_step(batch, name)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.on_train_batch_end(step)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def runner_loop(cfg) -> float:
+    """Seconds of the runner's own loop for the same steps (from its metrics.json)."""
+    metrics = train(cfg)
+    return metrics["steps"] / metrics["steps_per_s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    load_start = os.getloadavg()[0]
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="gencompare-runner-bench-") as tmp:
+        for rep in range(args.repeats):
+            for family, dataset, steps in CASES:
+                key = (family, dataset)
+                cfg = compose_case(family, dataset, steps, args.device, Path(tmp) / f"{family}-{dataset}-{rep}")
+                times = best.setdefault(key, {"bare": float("inf"), "runner": float("inf"), "steps": steps})
+                times["bare"] = min(times["bare"], bare_loop(cfg))
+                times["runner"] = min(times["runner"], runner_loop(cfg))
+                print(f"repeat {rep + 1}: {family} on {dataset}: bare {times['bare']:.2f} s, "
+                      f"runner {times['runner']:.2f} s (best so far)", flush=True)
+    device = str(resolve_device(args.device))
+    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or platform.machine())
+    lines = [
+        "# Runner overhead benchmark", "",
+        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
+        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
+        f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads; device {device} ({where}); "
+        f"{os.cpu_count()} logical CPUs; load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}",
+        f"- best of {args.repeats}, bare and runner interleaved; loop time only (set-up, final grid and "
+        "evaluation excluded); runner at its defaults (log every 50 steps, checkpoint at the end)", "",
+        "| family | dataset | steps | bare (s) | runner (s) | runner / bare | target |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for (family, dataset), t in best.items():
+        ratio = t["runner"] / t["bare"]
+        lines.append(f"| {family} | {dataset} | {t['steps']:,.0f} | {t['bare']:.2f} | {t['runner']:.2f} | "
+                     f"{ratio:.3f} | {'met' if ratio <= 1.05 else 'MISSED'} (<= 1.05) |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = args.out or ROOT / "benchmarks" / "results" / f"runner-{device.split(':')[0]}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The run dir's files by role, and how every record file is written (atomically, one
+JSON style, one flattener). Part of :mod:`gencompare.record`."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gencompare.errors import GencompareError
+
+
+# ----------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run dir, by role. ``RunDir(path).metrics`` is ``path/metrics.json``."""
+
+    path: Path
+
+    CONFIG = "config.yaml"
+    OVERRIDES = "overrides.yaml"
+    OVERRIDES_RESUME = "overrides.resume.yaml"
+    CHECKPOINT = "checkpoints/last.ckpt"
+    HISTORY = "history.jsonl"
+    METRICS = "metrics.json"
+    SAMPLES = "samples"
+    FINAL_GRID = "samples/samples.png"
+    PARZEN_PLOT = "parzen_sigma.png"
+    WANDB = "wandb"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / self.OVERRIDES
+
+    @property
+    def overrides_resume(self) -> Path:
+        return self.path / self.OVERRIDES_RESUME
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.checkpoint.parent
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / self.SAMPLES
+
+    def grid(self, tag: str) -> Path:
+        """``samples/<tag>.png``: ``samples`` for the final grid, ``step_0001000`` during training."""
+        return self.samples_dir / f"{tag}.png"
+
+    @property
+    def final_grid(self) -> Path:
+        return self.path / self.FINAL_GRID
+
+    @property
+    def parzen_plot(self) -> Path:
+        return self.path / self.PARZEN_PLOT
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path / self.WANDB
+
+    def holds_run(self) -> bool:
+        """True when a run was started here (a checkpoint or a metrics.json exists)."""
+        return self.checkpoint.exists() or self.metrics.exists()
+
+    def looks_like_run(self) -> bool:
+        """True for a folder ``compare`` should report: metrics, config or checkpoints present."""
+        return self.metrics.is_file() or self.config.is_file() or self.checkpoints_dir.is_dir()
+
+
+# ------------------------------------------------------------------- writing
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``,
+    so a crash or a signal mid-write never leaves a truncated file. The temp file is
+    removed if ``write`` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if type(value).__module__.startswith("torch") and hasattr(value, "tolist"):  # a tensor, without importing torch
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if is_dataclass(value) and hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    """The JSON text every record file uses: indented, sorted keys, numpy/torch scalars as numbers."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def atomic_write_json(obj: Any, path: Path) -> Path:
+    """Write ``obj`` as JSON (:func:`to_json`) atomically."""
+    text = to_json(obj)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """Nested dicts to one level with ``sep``-joined keys (``final_losses/d_loss``).
+
+    Leaves kept: numbers, strings, booleans, None, and lists of numbers or strings (W&B
+    summary values); other lists are dropped.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}{sep}", sep))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = value
+        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+            flat[name] = value
+    return flat
+
+
+def history_line(step: int, scalars: Mapping[str, Any]) -> str:
+    """One ``history.jsonl`` record: ``{"step": step, "train/...": value, ...}`` and a newline."""
+    return json.dumps({"step": step, **scalars}) + "\n"
+
+
+def trim_history(path: Path, step: int) -> list[str]:
+    """Drop ``history.jsonl`` records logged after ``step`` (a resumed run logs them
+    again) and any partial line a crash left mid-write.
+
+    Returns:
+        One warning line per dropped partial line (empty when none).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    kept, warnings_ = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            logged = int(record["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            warnings_.append(f"{path}: line {i} is not a complete record (a crash mid-write?); dropped")
+            continue
+        if logged <= step:
+            kept.append(line)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in kept)))
+    return warnings_
+
+
+def lookup(metrics: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` in a metrics dict, or None when absent."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def select_metric(metrics: Mapping[str, Any], key: str) -> float:
+    """The scalar at dotted ``key`` in a run's metrics (``train``'s return value, metrics.json).
+
+    For Hydra's Optuna sweeper, which needs the task function to return a float:
+    ``select_metric(metrics, cfg.optimized_metric)``. Keys may contain ``/``
+    (``final_losses.grad_norm/generator``); dots separate levels.
+
+    Args:
+        metrics: the nested dict ``train(cfg)`` returns (:meth:`RunMetrics.to_dict`).
+        key: e.g. ``"mode_coverage.reverse_kl"``, ``"likelihood.nll_nats"``, ``"final_losses.loss"``.
+    Returns:
+        The value as a float; infinities and NaN are passed through (Optuna treats
+        NaN as a failed trial and infinity as the worst value).
+    Raises:
+        GencompareError: the key is absent (the keys available at that level are
+            listed) or its value is not a number.
+    """
+    node: Any = metrics
+    seen: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            where = ".".join(seen) or "the run's metrics"
+            options = ", ".join(sorted(map(str, node))) if isinstance(node, Mapping) else f"a {type(node).__name__}"
+            raise GencompareError(f"optimized_metric={key}: no {part!r} in {where} (has: {options})")
+        node = node[part]
+        seen.append(part)
+    value = finite_or_none(node)
+    if value is None:
+        raise GencompareError(f"optimized_metric={key} is {node!r}, not a number")
+    return value
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A number as float (inf and nan pass), None for anything else (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
