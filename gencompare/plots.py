@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 
@@ -41,11 +40,3 @@ def save_samples(samples: Tensor, path: str | Path, *, means: Tensor | None = No
     plt.close(fig)
     return path
 
-
-def sample_batched(model, n: int, batch_size: int = 1000) -> Tensor:
-    """``model.sample`` in chunks of ``batch_size`` (bounded memory), concatenated on the CPU."""
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            chunks.append(model.sample(min(batch_size, n - start)).detach().float().cpu())
-    return torch.cat(chunks)

@@ -272,6 +272,11 @@ class DDPM(GenerativeModel):
 
         # The EMA copy is a registered submodule so checkpoints (state_dict)
         # keep it; it has no gradients and is never handed to the optimizer.
+        # Not torch.optim.swa_utils.AveragedModel: its update_parameters reads its
+        # n_averaged buffer on the host twice per call (`bool(self.n_averaged == 0)`,
+        # `if self.n_averaged > 0`: a GPU sync every step, torch 2.14), its first
+        # update copies the weights instead of averaging from the initial ones, and
+        # it has no warm-up; with it, every DDPM result so far would change.
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
