@@ -14,7 +14,7 @@ help:
 	@echo "make bench   benchmarks/ (Parzen protocol timing)"
 	@echo "make bench-families  steps/s and time to draw 10,000 samples for each family (on the GPU when there is one)"
 
-$(BIN)/gencompare: pyproject.toml
+$(BIN)/gencompare: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PINS)

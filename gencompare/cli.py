@@ -3,10 +3,16 @@
 ``gencompare <command> [hydra overrides]`` composes ``conf/<command>.yaml`` with Hydra
 (so ``-m``, ``--cfg job``, ``--help`` and shell completion work as in any Hydra app) and
 hands the config to an importable task function that returns its metrics.
+
+The configs live in the repository's top-level ``conf/`` and ship as the package
+``gencompare.conf`` (setup.py maps it), so Hydra reads them as ``pkg://gencompare.conf``
+from a wheel and from an editable install alike.
 """
 from __future__ import annotations
 
 import functools
+import importlib.resources
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -15,7 +21,19 @@ from rich.console import Console
 
 from gencompare.errors import GencompareError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_PACKAGE = "gencompare.conf"
+
+
+def _config_path() -> str:
+    """Where Hydra finds the configs: the installed package ``gencompare.conf`` (a wheel,
+    or ``pip install -e .``, whose finder maps it to ``conf/``), else - a checkout put on
+    ``sys.path`` without installing it - the checkout's ``conf/`` directory."""
+    if importlib.util.find_spec(CONF_PACKAGE) is not None:
+        return f"pkg://{CONF_PACKAGE}"
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+CONFIG_PATH = _config_path()  # a Hydra config path: pkg://gencompare.conf or an absolute dir
 console = Console(stderr=True, soft_wrap=True)
 
 USAGE = """usage: gencompare <command> [overrides ...]
@@ -52,8 +70,24 @@ FLAGS_WITHOUT_RUN = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-
 
 
 def _group_options(group: str) -> list[str]:
-    folder = Path(CONF_DIR) / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    """The choices of config group ``group`` (``model`` -> ``ddpm, gan, ...``); [] when it is no group."""
+    if CONFIG_PATH.startswith("pkg://"):
+        root = importlib.resources.files(CONF_PACKAGE)  # a Traversable: a wheel may be a zip
+    else:
+        root = Path(CONFIG_PATH)
+    folder = root.joinpath(*group.split("/"))
+    if not folder.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.is_file() and p.name.endswith(".yaml"))
+
+
+def _initialize_hydra(job_name: str):
+    """Hydra's compose API on the same configs as ``hydra.main(config_path=CONFIG_PATH)``."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    if CONFIG_PATH.startswith("pkg://"):
+        return initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3", job_name=job_name)
+    return initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3", job_name=job_name)
 
 
 def precheck(config_name: str, args: list[str]) -> None:
@@ -88,10 +122,10 @@ def precheck(config_name: str, args: list[str]) -> None:
                 raise GencompareError(f"{group}={value} is not a {group} config; choose one of: {', '.join(options)}")
     if "-m" in args or "--multirun" in args:
         return
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name=config_name):
+        with _initialize_hydra(config_name):
             cfg = compose(config_name=config_name,
                           overrides=[a for a in overrides if not a.startswith(("hydra.", "hydra/"))])
     except (HydraException, OmegaConfBaseException) as exc:
@@ -131,7 +165,7 @@ def _remove_empty_run_dir(cfg) -> None:
 def _hydra_command(config_name: str, task):
     import hydra
 
-    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
     def _main(cfg):
         result = _report_errors(task)(cfg)
         if cfg.get("optimized_metric") and isinstance(result, dict):
