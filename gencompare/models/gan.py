@@ -5,7 +5,7 @@ logit of "x is real". Training alternates k discriminator steps and one
 generator step (Algorithm 1 of the paper). The GAN has no likelihood; Parzen and
 mode coverage score it through :meth:`GAN.sample` like every other family.
 
-Three architectures (``arch``):
+Four architectures (``arch``):
 
 - ``"mlp"``: the paper's MNIST networks, from its pylearn2 configuration
   (github.com/goodfeli/adversarial, ``mnist.yaml``): generator
@@ -18,6 +18,17 @@ Three architectures (``arch``):
   layers of 128 ReLU and a linear output; discriminator on inputs scaled by 1/4,
   here with the same two 128-unit ReLU layers (the appendix's discriminator may
   be shallower; the text could not be checked offline).
+- ``"pacgan2d"``: PacGAN's networks for the 2D mixtures (Lin et al. 2018, from its code,
+  fjxmlzn/PacGAN ``synthetic_data_experiments/2DGrid_GAN&PacGAN/pacgan_task.py``,
+  ``create_model_brick``): generator z(2) -> 4 x [linear 400 without bias, batch
+  normalization, ReLU] -> linear 2 (with a bias); discriminator of three maxout layers
+  (200 units x 5 pieces) and a linear output, no dropout; all weights N(0, 0.02),
+  biases zero.
+
+Options against mode collapse (:mod:`gencompare.models.gan_remedies`): packing
+(``pack``), minibatch discrimination (``minibatch_kernels``) and the unrolled GAN
+(``unrolled_steps``); and ``updates="simultaneous"``, the update of PacGAN's code, where
+both networks step from the same point on the same batch.
 
 Departure from the paper code: its generator's sigmoid output bias starts at the
 logit of the data's pixel means (``init_sigmoid_bias_from_marginals``); the
@@ -30,12 +41,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.optim import Optimizer
 
 from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.gan_remedies import MinibatchDiscrimination, pack, unrolled_parameters
 
-_ARCHS = ("auto", "mlp", "dcgan", "mlp2d")
+_ARCHS = ("auto", "mlp", "dcgan", "mlp2d", "pacgan2d")
 _LOSSES = ("non_saturating", "minimax")
+_UPDATES = ("alternating", "simultaneous")
+PACGAN_INIT_STD = 0.02  # pacgan_task.py: IsotropicGaussian(config "weights_init_std" = 0.02); biases Constant(0)
 
 
 class Maxout(nn.Module):
@@ -51,7 +66,9 @@ class Maxout(nn.Module):
         self.linear = nn.Linear(in_features, units * pieces)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(dim=-1)
+        # max, not amax: its backward routes the gradient by index (amax's compares and
+        # divides by the ties, ~50 % slower on a CPU); the two differ only on exact ties
+        return self.linear(x).view(x.shape[0], self.units, self.pieces).max(dim=-1).values
 
 
 def _init_uniform(module: nn.Module, irange: float) -> None:
@@ -70,6 +87,71 @@ def _init_dcgan(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def _init_normal(module: nn.Module, std: float) -> None:
+    """Blocks' ``IsotropicGaussian(std)`` weights and ``Constant(0)`` biases (PacGAN's init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, MinibatchDiscrimination):
+            nn.init.normal_(m.T, 0.0, std)
+
+
+class BlocksBatchNorm(nn.Module):
+    """Batch normalization as Blocks computes it, the library of PacGAN's code
+    (mila-iqia/blocks ``blocks/bricks/bn.py``, ``BatchNormalization``).
+
+    Input ``(N, F)``, or ``(G, N, F)``: G groups normalised separately over their N
+    examples, as PacGAN's m generator calls (one per packed sample) each normalise their
+    own batch. Training: ``(x - mean) / sqrt(var + eps)`` with the biased batch variance
+    and eps = 1e-4 (Blocks' default), times a scale (starts at 1) plus a shift (starts at
+    0). The population mean and *standard deviation* (not variance) move by
+    ``0.95 * population + 0.05 * batch`` each training pass, the G groups' statistics
+    averaged first (pacgan_task.py, ``create_models``: ``bn_updates``); eval mode
+    normalises by them, without eps.
+    """
+
+    def __init__(self, features: int, *, eps: float = 1e-4, momentum: float = 0.05) -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+        self.register_buffer("population_mean", torch.zeros(features))
+        self.register_buffer("population_stdev", torch.ones(features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            mean = x.mean(dim=-2, keepdim=True)                                   # (G, 1, F)
+            stdev = torch.sqrt(((x - mean) ** 2).mean(dim=-2, keepdim=True) + self.eps)
+            with torch.no_grad():
+                batch_mean = mean.reshape(-1, mean.shape[-1]).mean(dim=0)
+                batch_stdev = stdev.reshape(-1, stdev.shape[-1]).mean(dim=0)
+                self.population_mean.lerp_(batch_mean, self.momentum)
+                self.population_stdev.lerp_(batch_stdev, self.momentum)
+        else:
+            mean, stdev = self.population_mean, self.population_stdev
+        return (x - mean) / stdev * self.weight + self.bias
+
+
+def pacgan_generator(*, latent_dim: int, hidden: int, out_dim: int, layers: int = 4) -> nn.Sequential:
+    """PacGAN's 2D generator: ``(N, z)`` or ``(G, N, z)`` -> ``(..., out_dim)``.
+
+    ``layers`` x [linear without bias, :class:`BlocksBatchNorm`, ReLU], then a linear
+    output with a bias (pacgan_task.py: ``MLP(..., use_bias=False)`` and then
+    ``decoder.linear_transformations[-1].use_bias = True``).
+    """
+    mods: list[nn.Module] = []
+    width = latent_dim
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden, bias=False), BlocksBatchNorm(hidden), nn.ReLU()]
+        width = hidden
+    mods.append(nn.Linear(width, out_dim))
+    net = nn.Sequential(*mods)
+    _init_normal(net, PACGAN_INIT_STD)
+    return net
 
 
 class _Flatten(nn.Module):
@@ -109,19 +191,25 @@ class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator for 28x28 images: ``(N, C, 28, 28)`` -> logits ``(N,)``.
 
     LeakyReLU(0.2) throughout and no BatchNorm on the first layer, as in
-    Radford et al. 2016, Sec. 3.
+    Radford et al. 2016, Sec. 3. With ``minibatch=(B, C)`` the last 7x7 convolution
+    (a linear map of the flattened features) becomes minibatch discrimination on the
+    flattened ``(N, 2w * 49)`` features and a linear layer.
     """
 
-    def __init__(self, *, channels: int, width: int) -> None:
+    def __init__(self, *, channels: int, width: int, minibatch: tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        body = [
             nn.Conv2d(channels, width, 4, 2, 1, bias=False),  # (N, w, 14, 14)
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),  # (N, 2w, 7, 7)
             nn.BatchNorm2d(width * 2),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width * 2, 1, 7, 1, 0),  # (N, 1, 1, 1)
-        )
+        ]
+        if minibatch is None:
+            self.net = nn.Sequential(*body, nn.Conv2d(width * 2, 1, 7, 1, 0))  # (N, 1, 1, 1)
+        else:
+            mbd = MinibatchDiscrimination(width * 2 * 49, *minibatch)  # flattens (N, 2w, 7, 7)
+            self.net = nn.Sequential(*body, mbd, nn.Linear(mbd.out_features, 1))
         _init_dcgan(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,6 +228,9 @@ class _LogitHead(nn.Module):
         return self.net(x.reshape(x.shape[0], -1) * self.input_scale).view(-1)
 
 
+JOINT_OPTIMIZER = "discriminator_and_generator"  # the one optimizer of updates="simultaneous"
+
+
 class GAN(GenerativeModel):
     """Generative adversarial net with the non-saturating or the minimax generator loss.
 
@@ -150,7 +241,8 @@ class GAN(GenerativeModel):
         generator_optimizer, discriminator_optimizer: Hydra ``_partial_``
             optimizer factories, ``factory(params) -> Optimizer``.
         arch: ``"auto"`` (``"mlp2d"`` for points, ``"mlp"`` for images),
-            ``"mlp"``, ``"dcgan"`` (28x28 images only) or ``"mlp2d"``.
+            ``"mlp"``, ``"dcgan"`` (28x28 images only), ``"mlp2d"`` or ``"pacgan2d"``
+            (points only).
         latent_dim: size of z ~ N(0, I). None: 100 for images (the paper's
             ``nvis: 100``) and 2 for points (the 2D latent of VEEGAN/PacGAN,
             whose 2D-mixture numbers protocols.md quotes).
@@ -160,7 +252,7 @@ class GAN(GenerativeModel):
             (minimise log(1 - D(G(z))), the value function of eq. 1).
         mlp_hidden: generator hidden width for ``"mlp"`` (1200 in the paper).
         maxout_units, maxout_pieces: discriminator maxout layers for ``"mlp"``
-            (240 units x 5 pieces in the paper).
+            (240 units x 5 pieces in the paper); ``maxout_pieces`` also for ``"pacgan2d"``.
         dropout_input, dropout_hidden: discriminator dropout for ``"mlp"``. The
             paper's config keeps inputs with probability 0.8 and hidden units
             with 0.5 (``discriminator_input_include_probs``), i.e. drop rates
@@ -169,10 +261,30 @@ class GAN(GenerativeModel):
             the widest layer has ``4 * dcgan_width`` channels).
         mlp2d_hidden: width of the two hidden ReLU layers of ``"mlp2d"``
             (128, Metz et al. 2017, Appendix A).
+        pacgan2d_hidden: width of the four generator layers of ``"pacgan2d"`` (400).
+        pacgan2d_maxout_units: units of its three discriminator maxout layers (200).
+        pack: m, the samples the discriminator judges together (PacGAN). A batch of B
+            examples makes B / m packs of real and as many of generated samples, so B
+            must be a multiple of m; m = 1 is the plain GAN.
+        minibatch_kernels, minibatch_kernel_dim: minibatch discrimination (Salimans et
+            al. 2016, Sec. 3.2) before the discriminator's output layer, with B kernels
+            of C dimensions; 0 kernels: none.
+        unrolled_steps: k of the unrolled GAN (Metz et al. 2017): the generator's loss
+            against the discriminator after k Adam steps on the generator's batch,
+            differentiated through them; 0: the plain generator step. The
+            discriminator's optimizer must be ``torch.optim.Adam``.
+        updates: ``"alternating"`` (Algorithm 1: k discriminator steps, then a
+            generator step with fresh noise and data) or ``"simultaneous"`` (PacGAN's
+            and ALI's code, IshmaelBelghazi/ALI ``ali/algorithms.py``: both networks
+            step at once from their gradients at the same point, on one batch and one
+            draw of noise; one optimizer, :data:`JOINT_OPTIMIZER`, holding both
+            networks' parameter groups).
 
     Raises:
-        ValueError: unknown ``arch`` or ``loss``, ``k < 1``, a data shape that is
-            neither ``(D,)`` nor ``(C, H, W)``, or ``"dcgan"`` on non-28x28 data.
+        ValueError: unknown ``arch``, ``loss`` or ``updates``, ``k < 1``, ``pack < 1``,
+            negative ``minibatch_kernels`` or ``unrolled_steps``, ``k > 1`` with
+            simultaneous updates, a data shape that is neither ``(D,)`` nor ``(C, H, W)``,
+            ``"dcgan"`` on non-28x28 data or ``"pacgan2d"`` on images.
     """
 
     family = "gan"
@@ -196,6 +308,13 @@ class GAN(GenerativeModel):
         dropout_hidden: float = 0.5,
         dcgan_width: int = 64,
         mlp2d_hidden: int = 128,
+        pacgan2d_hidden: int = 400,
+        pacgan2d_maxout_units: int = 200,
+        pack: int = 1,
+        minibatch_kernels: int = 0,
+        minibatch_kernel_dim: int = 5,
+        unrolled_steps: int = 0,
+        updates: str = "alternating",
     ) -> None:
         super().__init__(data_shape=data_shape, binary=binary)
         if len(self.data_shape) not in (1, 3):
@@ -206,21 +325,47 @@ class GAN(GenerativeModel):
             raise ValueError(f"unknown GAN arch {arch!r}; expected one of {_ARCHS}")
         if loss not in _LOSSES:
             raise ValueError(f"unknown GAN loss {loss!r}; expected one of {_LOSSES}")
+        if updates not in _UPDATES:
+            raise ValueError(f"unknown GAN updates {updates!r}; expected one of {_UPDATES}")
         if int(k) < 1:
             raise ValueError(f"k (discriminator steps per generator step) must be >= 1, got {k}")
+        if updates == "simultaneous" and int(k) != 1:
+            raise ValueError(f"simultaneous updates step both networks once per iteration; k must be 1, got {k}")
+        if int(pack) < 1:
+            raise ValueError(f"pack (samples per discriminator input) must be >= 1, got {pack}")
+        if int(minibatch_kernels) < 0 or int(minibatch_kernel_dim) < 1:
+            raise ValueError(f"minibatch_kernels must be >= 0 and minibatch_kernel_dim >= 1, got "
+                             f"{minibatch_kernels} and {minibatch_kernel_dim}")
+        if int(unrolled_steps) < 0:
+            raise ValueError(f"unrolled_steps must be >= 0, got {unrolled_steps}")
         self.is_image = len(self.data_shape) == 3
         if arch == "auto":
             arch = "mlp" if self.is_image else "mlp2d"
         if arch == "dcgan" and not (self.is_image and self.data_shape[1:] == (28, 28)):
             raise ValueError(f"arch 'dcgan' needs (C, 28, 28) images, got data_shape {self.data_shape}")
+        if arch == "pacgan2d" and self.is_image:
+            raise ValueError(f"arch 'pacgan2d' is PacGAN's network for points, got data_shape {self.data_shape}")
         self.arch = arch
         self.loss_name = loss
         self.k = int(k)
+        self.pack = int(pack)
+        self.unrolled_steps = int(unrolled_steps)
+        self.updates = updates
         self.latent_dim = int(latent_dim) if latent_dim is not None else (100 if self.is_image else 2)
         self._generator_optimizer = generator_optimizer
         self._discriminator_optimizer = discriminator_optimizer
+        self._d_optimizer: Optimizer | None = None  # what steps D, read by the unrolled GAN
 
-        d, z = self.data_dim, self.latent_dim
+        d, z, m = self.data_dim, self.latent_dim, self.pack
+        minibatch = (int(minibatch_kernels), int(minibatch_kernel_dim)) if minibatch_kernels else None
+
+        def output_layers(features: int) -> list[nn.Module]:
+            """The discriminator's linear output, after minibatch discrimination if asked."""
+            if minibatch is None:
+                return [nn.Linear(features, 1)]
+            mbd = MinibatchDiscrimination(features, *minibatch)
+            return [mbd, nn.Linear(mbd.out_features, 1)]
+
         if arch == "mlp":
             self.generator = nn.Sequential(
                 nn.Linear(z, mlp_hidden), nn.ReLU(),
@@ -230,19 +375,19 @@ class GAN(GenerativeModel):
             _init_uniform(self.generator, 0.05)  # mnist.yaml: generator irange .05
             disc = nn.Sequential(
                 nn.Dropout(dropout_input),
-                Maxout(d, maxout_units, maxout_pieces),
+                Maxout(d * m, maxout_units, maxout_pieces),
                 nn.Dropout(dropout_hidden),
                 Maxout(maxout_units, maxout_units, maxout_pieces),
                 nn.Dropout(dropout_hidden),
-                nn.Linear(maxout_units, 1),
+                *output_layers(maxout_units),
             )
             _init_uniform(disc, 0.005)  # mnist.yaml: discriminator irange .005
             self.discriminator = _LogitHead(disc)
         elif arch == "dcgan":
             c = self.data_shape[0]
             self.generator = DCGANGenerator(latent_dim=z, channels=c, width=dcgan_width)
-            self.discriminator = DCGANDiscriminator(channels=c, width=dcgan_width)
-        else:  # mlp2d
+            self.discriminator = DCGANDiscriminator(channels=c * m, width=dcgan_width, minibatch=minibatch)
+        elif arch == "mlp2d":
             h = mlp2d_hidden
             self.generator = nn.Sequential(
                 nn.Linear(z, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, d)
@@ -250,9 +395,18 @@ class GAN(GenerativeModel):
             # Metz et al. scale the discriminator input down by 4 so that grid25's
             # [-4, 4] coordinates land roughly in [-1, 1].
             self.discriminator = _LogitHead(
-                nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1)),
+                nn.Sequential(nn.Linear(d * m, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), *output_layers(h)),
                 input_scale=0.25 if not self.is_image else 1.0,
             )
+        else:  # pacgan2d: pacgan_task.py, create_model_brick
+            self.generator = pacgan_generator(latent_dim=z, hidden=pacgan2d_hidden, out_dim=d)
+            u = pacgan2d_maxout_units
+            disc = nn.Sequential(
+                Maxout(d * m, u, maxout_pieces), Maxout(u, u, maxout_pieces), Maxout(u, u, maxout_pieces),
+                *output_layers(u),
+            )
+            _init_normal(disc, PACGAN_INIT_STD)
+            self.discriminator = _LogitHead(disc)
 
     # -- networks ---------------------------------------------------------
     def _to_data(self, out: Tensor) -> Tensor:
@@ -268,52 +422,66 @@ class GAN(GenerativeModel):
         """G(z): ``(N, latent_dim)`` -> ``(N, *data_shape)`` in data space (with gradients)."""
         return self._to_data(self.generator(z))
 
+    def _fake_packs(self, n_packs: int) -> Tensor:
+        """``n_packs`` packs of ``pack`` generated samples, shaped as :func:`pack` shapes real ones.
+
+        PacGAN's generator runs once per packed position (pacgan_task.py, ``create_models``:
+        one noise batch ``z`` per packing), so with ``"pacgan2d"`` each position's samples
+        get their own batch-normalization statistics.
+        """
+        z = self._noise(n_packs * self.pack)
+        if self.arch == "pacgan2d" and self.pack > 1:
+            out = self.generator(z.view(self.pack, n_packs, self.latent_dim))  # (m, n_packs, D)
+            return out.transpose(0, 1).reshape(n_packs, -1)                      # (n_packs, m * D)
+        return pack(self.generate(z), self.pack)
+
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
     # -- training ---------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Optimizer]:
-        """``{"discriminator": ..., "generator": ...}``: D steps first (Algorithm 1)."""
-        return {
-            "discriminator": self._discriminator_optimizer(self.discriminator.parameters()),
-            "generator": self._generator_optimizer(self.generator.parameters()),
-        }
-
-    def optimizer_repeats(self) -> dict[str, int]:
-        return {"discriminator": self.k}
-
-    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """Discriminator or generator loss on ``batch`` ``(B, *data_shape)``.
-
-        ``"discriminator"``: 0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)] with G(z)
-        detached, the paper code's ``d_obj``; logs ``d_loss``, ``d_real`` (mean
-        D(x)) and ``d_fake`` (mean D(G(z))).
-        ``"generator"``: -log D(G(z)) (non-saturating) or log(1 - D(G(z)))
-        (minimax), z of batch size B; logs ``g_loss`` and ``d_fake``. The
-        discriminator's parameters get no gradient from this loss.
-        All losses are means over the batch, computed from logits.
+        """``{"discriminator": ..., "generator": ...}``: D steps first (Algorithm 1); with
+        simultaneous updates ``{JOINT_OPTIMIZER: ...}``, one optimizer of the factories'
+        class holding the discriminator's parameter group and then the generator's.
 
         Raises:
-            ValueError: ``name`` is not "discriminator" or "generator".
+            ValueError: simultaneous updates with factories of two optimizer classes.
         """
-        n = batch.shape[0]
-        if name == "discriminator":
-            with torch.no_grad():
-                fake = self.generate(self._noise(n))
-            logit_real = self.discriminator(batch)
-            logit_fake = self.discriminator(fake)
-            loss = 0.5 * (
-                F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
-                + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
-            )
-            logs = {
-                "d_loss": loss.detach(),
-                "d_real": torch.sigmoid(logit_real.detach()).mean(),
-                "d_fake": torch.sigmoid(logit_fake.detach()).mean(),
-            }
-            return loss, logs
-        if name == "generator":
-            fake = self.generate(self._noise(n))
+        d_opt = self._discriminator_optimizer(self.discriminator.parameters())
+        g_opt = self._generator_optimizer(self.generator.parameters())
+        if self.updates == "alternating":
+            self._d_optimizer = d_opt
+            return {"discriminator": d_opt, "generator": g_opt}
+        if type(d_opt) is not type(g_opt):
+            raise ValueError("simultaneous updates need one optimizer class for both networks, got "
+                             f"{type(d_opt).__name__} and {type(g_opt).__name__}")
+        self._d_optimizer = type(d_opt)(d_opt.param_groups + g_opt.param_groups)  # each group keeps its settings
+        return {JOINT_OPTIMIZER: self._d_optimizer}
+
+    def optimizer_repeats(self) -> dict[str, int]:
+        return {"discriminator": self.k} if self.updates == "alternating" else {}
+
+    @staticmethod
+    def _d_objective(logit_real: Tensor, logit_fake: Tensor) -> Tensor:
+        """0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)], the paper code's ``d_obj``."""
+        return 0.5 * (
+            F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
+            + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
+        )
+
+    def _generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """The generator's loss on packed ``fake`` and D's logits on them.
+
+        Against D itself, whose weights get no gradient, or, with ``unrolled_steps``,
+        against D after that many Adam steps on ``(real, fake)`` (Metz et al. 2017, eq. 6).
+        """
+        if self.unrolled_steps:
+            if self._d_optimizer is None:
+                raise RuntimeError("unrolled_steps needs configure_optimizers() to have run")
+            params = unrolled_parameters(self.discriminator, self._d_optimizer,
+                                         lambda disc: self._d_objective(disc(real), disc(fake)), self.unrolled_steps)
+            logit_fake = functional_call(self.discriminator, params, (fake,))
+        else:
             # Freeze D while building the graph: its weights get no gradient
             # (the runner only steps the generator here) and backward is cheaper.
             params = list(self.discriminator.parameters())
@@ -325,13 +493,61 @@ class GAN(GenerativeModel):
             finally:
                 for p, f in zip(params, flags):
                     p.requires_grad_(f)
-            if self.loss_name == "non_saturating":
-                loss = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
-            else:  # minimax: log(1 - sigmoid(l)) = -BCE(l, 0)
-                loss = -F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
+        if self.loss_name == "non_saturating":
+            loss = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
+        else:  # minimax: log(1 - sigmoid(l)) = -BCE(l, 0)
+            loss = -F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
+        return loss, logit_fake
+
+    def training_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """Discriminator or generator loss on ``batch`` ``(B, *data_shape)``, B / pack packs.
+
+        ``"discriminator"``: 0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)] with G(z)
+        detached, the paper code's ``d_obj``; logs ``d_loss``, ``d_real`` (mean
+        D(x)) and ``d_fake`` (mean D(G(z))).
+        ``"generator"``: -log D(G(z)) (non-saturating) or log(1 - D(G(z)))
+        (minimax), as many packs of G(z) as the batch makes; logs ``g_loss`` and
+        ``d_fake``. The discriminator's parameters get no gradient from this loss.
+        :data:`JOINT_OPTIMIZER` (simultaneous updates): the sum of both losses on one
+        draw of G(z), each reaching only its own network; logs all four.
+        All losses are means over the packs, computed from logits.
+
+        Raises:
+            ValueError: ``name`` is not one of the model's optimizers, or B is not a
+                multiple of ``pack``.
+        """
+        real = pack(batch, self.pack)
+        n = real.shape[0]
+        if name == "discriminator" and self.updates == "alternating":
+            with torch.no_grad():
+                fake = self._fake_packs(n)
+            logit_real = self.discriminator(real)
+            logit_fake = self.discriminator(fake)
+            loss = self._d_objective(logit_real, logit_fake)
+            logs = {
+                "d_loss": loss.detach(),
+                "d_real": torch.sigmoid(logit_real.detach()).mean(),
+                "d_fake": torch.sigmoid(logit_fake.detach()).mean(),
+            }
+            return loss, logs
+        if name == "generator" and self.updates == "alternating":
+            loss, logit_fake = self._generator_loss(real, self._fake_packs(n))
             logs = {"g_loss": loss.detach(), "d_fake": torch.sigmoid(logit_fake.detach()).mean()}
             return loss, logs
-        raise ValueError(f"GAN has optimizers 'discriminator' and 'generator', got {name!r}")
+        if name == JOINT_OPTIMIZER and self.updates == "simultaneous":
+            fake = self._fake_packs(n)
+            logit_real = self.discriminator(real)
+            logit_fake = self.discriminator(fake.detach())
+            d_loss = self._d_objective(logit_real, logit_fake)
+            g_loss, _ = self._generator_loss(real, fake)
+            logs = {
+                "d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                "d_real": torch.sigmoid(logit_real.detach()).mean(),
+                "d_fake": torch.sigmoid(logit_fake.detach()).mean(),
+            }
+            return d_loss + g_loss, logs
+        expected = "'discriminator' and 'generator'" if self.updates == "alternating" else repr(JOINT_OPTIMIZER)
+        raise ValueError(f"GAN has optimizers {expected}, got {name!r}")
 
     # -- evaluation -------------------------------------------------------
     @torch.no_grad()
