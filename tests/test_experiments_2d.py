@@ -1,0 +1,54 @@
+"""The 2D mode-collapse experiments compose to the settings they cite and run a few steps:
+experiment=pacgan2d and pacgan2d_cpu (PacGAN's setting, Lin et al. 2018)."""
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import gencompare.config  # noqa: F401 - registers the schema
+from gencompare.runner import train
+from conftest import CONF_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def compose_plain(*overrides: str, hydra: bool = False):
+    """The real config with ``overrides`` only (no test shrinking), as the CLI composes it."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_pacgan2d_is_pacgans_setting(m):
+    cfg = compose_plain("experiment=pacgan2d", "dataset=grid25", f"model.module.pack={m}", hydra=True)
+    mod = cfg.model.module
+    assert (cfg.model.name, mod.arch, mod.updates, mod.loss, mod.latent_dim, mod.pack) == (
+        "gan", "pacgan2d", "simultaneous", "non_saturating", 2, m)
+    for opt in (mod.generator_optimizer, mod.discriminator_optimizer):
+        assert opt._target_ == "torch.optim.Adam" and opt.lr == 1e-4 and list(opt.betas) == [0.8, 0.999]
+    assert cfg.trainer.batch_size == 100 * m  # 100 packs a step
+    assert cfg.trainer.max_steps == 400_000  # 400 epochs of 1,000 steps
+    assert cfg.dataset.num_train == 100_000 and cfg.metrics.num_samples_2d == 2500
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == {"dataset": "ring8,grid25", "model.module.pack": "1,2,3,4",
+                                              "seed": "range(10)"}
+
+
+def test_pacgan2d_cpu_keeps_the_setting_and_shortens_it():
+    full = compose_plain("experiment=pacgan2d", "dataset=ring8")
+    cpu = compose_plain("experiment=pacgan2d_cpu", "dataset=ring8")
+    assert cpu.model == full.model and cpu.dataset == full.dataset and cpu.trainer.batch_size == 100
+    assert cpu.trainer.max_steps < full.trainer.max_steps and cpu.trainer.eval_every < cpu.trainer.max_steps
+
+
+def test_pacgan2d_cpu_runs_and_records_pacgans_network_sizes(compose):
+    cfg = compose("experiment=pacgan2d_cpu", "dataset=ring8", "model.module.pack=2", "dataset.num_train=2000",
+                  "trainer.max_steps=4", "trainer.batch_size=200", "trainer.eval_every=2", "metrics=default",
+                  "metrics.num_samples_2d=500")
+    metrics = train(cfg)
+    assert metrics["steps"] == 4 and metrics["batch_size"] == 200
+    assert metrics["parameters"] == {"generator": 484_802, "discriminator": 407_201}
+    assert set(metrics["final_losses"]) >= {"d_loss", "g_loss", "d_real", "d_fake",
+                                             "grad_norm/discriminator_and_generator"}
+    assert [e["step"] for e in metrics["eval_history"]] == [2]
+    assert metrics["mode_coverage"]["num_modes"] == 8
