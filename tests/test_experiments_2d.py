@@ -52,3 +52,47 @@ def test_pacgan2d_cpu_runs_and_records_pacgans_network_sizes(compose):
                                              "grad_norm/discriminator_and_generator"}
     assert [e["step"] for e in metrics["eval_history"]] == [2]
     assert metrics["mode_coverage"]["num_modes"] == 8
+
+
+# -- compare: the remedies by name, PacGAN's published rows, coverage over training --------
+REMEDIES = {  # label -> the GAN options of its runs
+    "GAN": {"pack": 1, "minibatch_kernels": 0, "unrolled_steps": 0},
+    "PacGAN2": {"pack": 2, "minibatch_kernels": 0, "unrolled_steps": 0},
+    "GAN + minibatch discrimination": {"pack": 1, "minibatch_kernels": 100, "unrolled_steps": 0},
+    "unrolled GAN (k=5)": {"pack": 1, "minibatch_kernels": 0, "unrolled_steps": 5},
+}
+
+
+def test_compare_names_the_remedies_beside_pacgans_rows_and_draws_coverage_curves(tmp_path):
+    from omegaconf import OmegaConf
+    from test_compare import evaluation, make_run
+
+    from gencompare.report import compare
+
+    sweep = tmp_path / "sweep"
+    modes = {"GAN": 4, "PacGAN2": 7, "GAN + minibatch discrimination": 6, "unrolled GAN (k=5)": 8}
+    for label, options in [*REMEDIES.items(), ("vae", None)]:
+        for dataset in ("ring8", "grid25"):
+            for seed in (0, 1):
+                final = modes.get(label, 8) - seed
+                run = make_run(sweep, f"{label}_{dataset}_{seed}".replace(" ", "_"), model="gan" if options else "vae",
+                               dataset=dataset, seed=seed, metrics={
+                                   "mode_coverage": {"modes_captured": final, "num_modes": 8 if dataset == "ring8" else 25,
+                                                     "high_quality_fraction": 0.5},
+                                   "eval_history": [evaluation(50, modes_captured=final - 1)]})
+                if options:
+                    cfg = OmegaConf.load(run / "config.yaml")
+                    cfg.model.module.update(options)
+                    cfg.trainer.batch_size = 100 * options["pack"]
+                    OmegaConf.save(cfg, run / "config.yaml")
+    result = compare([sweep], out=tmp_path / "out")
+    md = result.files["markdown"].read_text()
+    pacgan = md.split("PacGAN layout", 1)[1].split("\n###", 1)[0]
+    rows = [line.split("|")[1].strip() for line in pacgan.splitlines() if line.startswith("| ")][1:]
+    assert rows == [*REMEDIES, "vae", "GAN, published", "PacGAN2, published"]
+    pac2 = next(line for line in pacgan.splitlines() if line.startswith("| PacGAN2 |"))
+    assert "6.5 ± 0.5" in pac2  # modes 7 and 6 over two seeds: mean 6.5, standard error 0.5
+    published = next(line for line in pacgan.splitlines() if line.startswith("| GAN, published"))
+    assert "6.3 ± 0.5" in published and "94.8 ± 0.7" in published
+    assert result.files["coverage_curves"].is_file()
+    assert {g.label for g in result.groups} == {*REMEDIES, "vae"}

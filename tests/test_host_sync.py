@@ -24,12 +24,21 @@ SCHEDULE = ["trainer.max_steps=12", "trainer.log_every=4", "trainer.checkpoint_e
             "trainer.sample_every=1000", "trainer.batch_size=16"]
 CASES = [
     ("gan", "ring8", []),
+    # PacGAN's networks with every remedy: packing, minibatch discrimination, the unrolled
+    # GAN (which reads the discriminator's Adam state), simultaneous and alternating updates
+    ("gan", "ring8", ["model.module.arch=pacgan2d", "model.module.pacgan2d_hidden=16",
+                      "model.module.pacgan2d_maxout_units=8", "model.module.pack=2", "model.module.updates=simultaneous",
+                      "model.module.unrolled_steps=2", "model.module.minibatch_kernels=4"]),
+    ("gan", "ring8", ["model.module.pack=2", "model.module.unrolled_steps=2", "model.module.minibatch_kernels=4"]),
     ("vae", "ring8", ["model.module.iwae_k=4"]),
     ("nade", "ring8", []),
     ("ddpm", "ring8", ["model.module.timesteps=20"]),
     ("vae", "mnist", ["model.module.iwae_k=4"]),  # dynamic binarization of each batch
     ("ddpm", "mnist", ["model.module.timesteps=20", "model.module.base_channels=8"]),
 ]
+
+CASE_IDS = [f"{f}-{d}" + ("-pacgan2d-remedies" if "model.module.arch=pacgan2d" in o else
+                           "-remedies" if "model.module.pack=2" in o else "") for f, d, o in CASES]
 
 
 class HostReadCounter:
@@ -61,7 +70,7 @@ class HostReadCounter:
         monkeypatch.setattr(Trainer, "training_step", training_step)
 
 
-@pytest.mark.parametrize(("family", "dataset", "fast"), CASES, ids=[f"{f}-{d}" for f, d, _ in CASES])
+@pytest.mark.parametrize(("family", "dataset", "fast"), CASES, ids=CASE_IDS)
 def test_no_host_read_between_log_steps(compose, monkeypatch, family, dataset, fast):
     cfg = compose(f"model={family}", f"dataset={dataset}", *fast, *SCHEDULE)
     counter = HostReadCounter()
@@ -78,7 +87,7 @@ def test_no_host_read_between_log_steps(compose, monkeypatch, family, dataset, f
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("family", "dataset", "fast"), CASES, ids=[f"{f}-{d}" for f, d, _ in CASES])
+@pytest.mark.parametrize(("family", "dataset", "fast"), CASES, ids=CASE_IDS)
 def test_cuda_plain_steps_do_not_synchronize(compose, monkeypatch, family, dataset, fast):
     """torch raises on any synchronizing call while sync debug mode is "error"; it is
     switched on around every step that is neither a log nor a checkpoint step."""

@@ -2,7 +2,8 @@
 
 Writes, into the output folder: ``comparison.md`` (the tables, the training diagnostics,
 the published numbers and the problems met), ``comparison.csv`` (a group per row),
-``diagnostics.csv`` (a run per row), ``comparison.png`` and ``samples_mosaic.png``.
+``diagnostics.csv`` (a run per row), ``comparison.png``, ``samples_mosaic.png`` and, when runs
+evaluated during training (``trainer.eval_every``), ``coverage_curves.png``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from gencompare.errors import GencompareError
 from gencompare.record import RunDir
 from gencompare.report.csv_files import comparison_rows, write_csv
 from gencompare.report.diagnostics import diagnostics_table
-from gencompare.report.figures import plot_metrics, sample_mosaic
+from gencompare.report.figures import coverage_curves, plot_metrics, sample_mosaic
 from gencompare.report.groups import Group, by_variant, group_runs
 from gencompare.report.published import PUBLISHED
 from gencompare.report.runs import Run, find_run_dirs, load_run, sweep_file
@@ -139,6 +140,9 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
     fig = plot_metrics(groups, out / "comparison.png")
     if fig:
         files["figure"] = fig
+    curves = coverage_curves(groups, out / "coverage_curves.png")
+    if curves:
+        files["coverage_curves"] = curves
     mosaic = sample_mosaic(groups, out / "samples_mosaic.png")
     if mosaic:
         files["mosaic"] = mosaic

@@ -51,19 +51,29 @@ def _history_summary(hist: list[dict[str, Any]], tail: float) -> dict[str, Any]:
     return out
 
 
-def _coverage_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    evals = [e for e in (metrics.get("eval_history") or []) if isinstance(e, Mapping)]
-    final_cov = metrics.get("mode_coverage") if isinstance(metrics.get("mode_coverage"), Mapping) else None
-    points: list[tuple[float, float]] = []
+def coverage_over_training(metrics: Mapping[str, Any]) -> tuple[str | None, list[tuple[float, float, float | None]]]:
+    """Mode coverage at each ``trainer.eval_every`` evaluation and at the end of training.
+
+    Returns:
+        The count's key (``modes_captured``, ``classes_covered`` or ``modes_covered``)
+        and ``(step, count, high-quality fraction or None)`` in step order; ``(None, [])``
+        without coverage.
+    """
+    evaluations = [e for e in (metrics.get("eval_history") or []) if isinstance(e, Mapping)]
+    evaluations.append({"step": metrics.get("steps", math.nan), "mode_coverage": metrics.get("mode_coverage")})
+    points: list[tuple[float, float, float | None]] = []
     ckey = None
-    for e in evals:
+    for e in evaluations:
         mc = e.get("mode_coverage")
         if isinstance(mc, Mapping) and (ckey := ckey or _coverage_key(mc)) and finite_or_none(mc.get(ckey)) is not None:
-            points.append((float(e.get("step", math.nan)), float(mc[ckey])))
-    if final_cov is not None:
-        ckey = ckey or _coverage_key(final_cov)
-        if ckey and finite_or_none(final_cov.get(ckey)) is not None:
-            points.append((float(metrics.get("steps", math.nan)), float(final_cov[ckey])))
+            hq = finite_or_none(mc.get("high_quality_fraction"))
+            points.append((float(e.get("step", math.nan)), float(mc[ckey]), None if hq is None else float(hq)))
+    return (ckey, points) if points else (None, [])
+
+
+def _coverage_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    ckey, history = coverage_over_training(metrics)
+    points = [(step, count) for step, count, _ in history]
     if not (points and ckey):
         return {}
     peak_step, peak = max(points, key=lambda p: (p[1], -p[0]))

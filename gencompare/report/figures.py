@@ -8,8 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from gencompare.report.diagnostics import coverage_over_training
 from gencompare.report.formatting import wrap
-from gencompare.report.groups import FAMILY_ORDER, Group, baseline_rows, by_variant, family_rank
+from gencompare.report.groups import FAMILY_ORDER, Group, baseline_rows, by_variant, method_rank
+from gencompare.report.stats import summarize
 from gencompare.report.tables import METRIC_BY_NAME, TABLE_METRICS
 
 
@@ -79,12 +81,12 @@ def sample_mosaic(groups: Sequence[Group], path: Path) -> Path | None:
     seed): one row per family, one column per dataset variant. None when no run has one."""
     labels: list[str] = []
     variants: list[str] = []
-    for g in groups:
+    for g in sorted(groups, key=method_rank):
         if g.label not in labels:
             labels.append(g.label)
+    for g in groups:
         if g.variant not in variants:
             variants.append(g.variant)
-    labels.sort(key=lambda lab: family_rank(lab.split(" ")[0]))
     cells: dict[tuple[str, str], Path] = {}
     for g in groups:
         p = g.runs[0].sample_path
@@ -110,6 +112,59 @@ def sample_mosaic(groups: Sequence[Group], path: Path) -> Path | None:
                 ax.set_title(var, fontsize=10)
             if j == 0:
                 ax.set_ylabel(wrap(lab), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def coverage_curves(groups: Sequence[Group], path: Path) -> Path | None:
+    """Mode coverage over training (``trainer.eval_every`` evaluations and the final one):
+    per dataset variant, the modes (or classes) captured and, for the 2D mixtures, the
+    high-quality %, one line per group, mean ± standard error over its seeds at each step.
+    None when no group has coverage at two steps or more."""
+    panels: list[tuple[str, str, list[tuple[str, list[float], list[float], list[float]]]]] = []
+    for variant, vg in by_variant(groups).items():
+        count_lines, hq_lines, count_key = [], [], None
+        for g in sorted(vg, key=method_rank):
+            per_step: dict[float, list[tuple[float, float | None]]] = {}
+            for r in g.runs:
+                key, points = coverage_over_training(r.metrics)
+                count_key = count_key or key
+                for step, count, hq in points:
+                    per_step.setdefault(step, []).append((count, hq))
+            steps = sorted(s for s in per_step if math.isfinite(s))
+            if len(steps) < 2:
+                continue
+            for lines, pick, scale in ((count_lines, 0, 1.0), (hq_lines, 1, 100.0)):
+                stats = [summarize([v[pick] * scale for v in per_step[s] if v[pick] is not None]) for s in steps]
+                kept = [(s, st) for s, st in zip(steps, stats) if st is not None]
+                if len(kept) >= 2:
+                    lines.append((g.label, [s for s, _ in kept], [st.mean for _, st in kept],
+                                  [0.0 if math.isnan(st.stderr) else st.stderr for _, st in kept]))
+        if count_lines:
+            panels.append((variant, (count_key or "coverage").replace("_", " "), count_lines))
+        if hq_lines:
+            panels.append((variant, "high-quality %", hq_lines))
+    if not panels:
+        return None
+    plt = _pyplot()
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, (variant, quantity, lines) in zip(axes.flat, panels):
+        for label, xs, means, errs in lines:
+            line, = ax.plot(xs, means, marker="o", markersize=3, label=wrap(label, 40))
+            ax.fill_between(xs, [m - e for m, e in zip(means, errs)], [m + e for m, e in zip(means, errs)],
+                            color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{variant}: {quantity}", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("mode coverage over training (mean ± standard error over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -53,9 +53,10 @@ class Group:
 
     @property
     def label(self) -> str:
-        if not self.differs:
-            return self.model
-        return f"{self.model} ({', '.join(f'{k}={v}' for k, v in self.differs.items())})"
+        name, shown = gan_method(self.model, self.differs)
+        if not shown:
+            return name
+        return f"{name} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
     @property
     def family(self) -> str:
@@ -76,6 +77,40 @@ class Group:
     @property
     def seeds(self) -> list[Any]:
         return sorted((r.seed for r in self.runs), key=str)
+
+
+# The GAN options that make a remedy for mode collapse (gencompare/models/gan_remedies.py).
+_PACK, _MINIBATCH, _UNROLLED = "model.module.pack", "model.module.minibatch_kernels", "model.module.unrolled_steps"
+_REMEDY_KEYS = (_PACK, _MINIBATCH, _UNROLLED)
+
+
+def gan_method(model: str, differs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A GAN group's name in the papers' terms, when its runs differ from others in a remedy
+    for mode collapse, and the config values still to show beside it.
+
+    ``PacGAN<m>`` for packing m > 1 (Lin et al. 2018; the batch size that gives m-point
+    packs is then not shown), ``+ minibatch discrimination`` (Salimans et al. 2016),
+    ``unrolled GAN (k=<k>)`` (Metz et al. 2017), plain ``GAN``; other families and GAN
+    groups that differ in nothing of the kind keep their model name.
+    """
+    if model != "gan" or not any(k in differs for k in _REMEDY_KEYS):
+        return model, differs
+    m, kernels, k = (int(differs.get(key) or (1 if key == _PACK else 0)) for key in _REMEDY_KEYS)
+    name = f"PacGAN{m}" if m > 1 else "GAN"
+    if k > 0:
+        name = f"unrolled {name} (k={k})"
+    if kernels > 0:
+        name += " + minibatch discrimination"
+    hidden = set(_REMEDY_KEYS) | ({"trainer.batch_size"} if _PACK in differs else set())
+    return name, {key: v for key, v in differs.items() if key not in hidden}
+
+
+def method_rank(g: Group) -> tuple:
+    """Families in their order; a family's GAN remedies after the plain GAN: packing by m,
+    then minibatch discrimination, then the unrolled GAN."""
+    d = g.differs
+    m, kernels, k = (int(d.get(key) or (1 if key == _PACK else 0)) for key in _REMEDY_KEYS)
+    return (*family_rank(g.model), k > 0, kernels > 0, m, g.label)
 
 
 def family_rank(model: str) -> tuple[int, str]:

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from gencompare.record import lookup
 from gencompare.report.formatting import DASH, fmt, fmt_count, fmt_seconds, pm
-from gencompare.report.groups import Group, baseline_rows, family_rank
-from gencompare.report.published import PACGAN_2D, PACGAN_2D_GAN
+from gencompare.report.groups import Group, baseline_rows, method_rank
+from gencompare.report.published import PACGAN_2D, PACGAN_SOURCE, PACGAN_TABLE1
 
 NLL_KIND_LABEL = {"nll_exact": "exact", "nll_iwae": "IWAE", "nll_bound": "bound", None: "none"}
 _IMAGES = ("classes", "stacked")  # coverage kinds scored with a classifier
@@ -160,14 +160,15 @@ def variant_table(variant: str, groups: Sequence[Group]) -> TableData:
 
 def pacgan_table(groups: Sequence[Group]) -> TableData | None:
     """Modes captured and high-quality % on ring8 and grid25, mean ± standard error over
-    seeds: the layout of PacGAN's 2D table (Lin et al. 2018). None without such runs."""
+    seeds: the layout of PacGAN's 2D table (Lin et al. 2018), its published rows below
+    (:data:`~gencompare.report.published.PACGAN_TABLE1`). None without such runs."""
     totals = dict(PACGAN_2D)
     points = [g for g in groups if g.coverage == "mixture" and g.dataset in totals]
     if not points:
         return None
     datasets = [d for d in totals if any(g.dataset == d for g in points)]
     labels: list[str] = []
-    for g in sorted(points, key=lambda g: (family_rank(g.model), g.label)):
+    for g in sorted(points, key=method_rank):
         if g.label not in labels:
             labels.append(g.label)
     columns = ["method"]
@@ -190,5 +191,13 @@ def pacgan_table(groups: Sequence[Group]) -> TableData | None:
             counts.append(str(len(g.runs)))
         row.append(" / ".join(counts))
         rows.append(row)
+    for method, by_dataset in PACGAN_TABLE1.items():
+        row = [f"{method}, published"]
+        for d in datasets:
+            m, m_se, q, q_se = by_dataset[d]
+            row += [f"{m} ± {m_se}", f"{q} ± {q_se}"]
+        rows.append(row + [" / ".join("10" for _ in datasets)])
     return TableData("2D mixtures, PacGAN layout (mean ± standard error over seeds)", columns, rows,
-                     f"Standard error = sample std (ddof 1) / sqrt(seeds). {PACGAN_2D_GAN}")
+                     f"Standard error = sample std (ddof 1) / sqrt(seeds). Rows marked published: {PACGAN_SOURCE} "
+                     "(PacGAN's networks and 400 epochs; compare a row with them only in that setting, "
+                     "experiment=pacgan2d).")
