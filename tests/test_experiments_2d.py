@@ -96,3 +96,43 @@ def test_compare_names_the_remedies_beside_pacgans_rows_and_draws_coverage_curve
     assert "6.3 ± 0.5" in published and "94.8 ± 0.7" in published
     assert result.files["coverage_curves"].is_file()
     assert {g.label for g in result.groups} == {*REMEDIES, "vae"}
+
+
+# -- experiment=remedies_2d ------------------------------------------------------------
+METHODS = {  # method -> (model.name, pack, minibatch kernels, unrolled steps, batch size, steps)
+    "gan": ("gan", 1, 0, 0, 100, 2000),
+    "pacgan2": ("gan", 2, 0, 0, 200, 2000),
+    "gan_minibatch": ("gan", 1, 100, 0, 100, 2000),
+    "unrolled_gan": ("gan", 1, 0, 5, 100, 2000),
+    "vae": ("vae", None, None, None, 100, 10000),
+    "nade": ("nade", None, None, None, 100, 10000),
+    "ddpm": ("ddpm", None, None, None, 100, 3000),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_remedies_2d_methods_compose(method):
+    cfg = compose_plain("experiment=remedies_2d", f"method={method}", "dataset=grid25", hydra=True)
+    name, m, kernels, k, batch, steps = METHODS[method]
+    mod = cfg.model.module
+    assert cfg.model.name == name and cfg.trainer.batch_size == batch and cfg.trainer.max_steps == steps
+    if name == "gan":  # every GAN row in PacGAN's setting, one remedy apart
+        assert (mod.arch, mod.updates, mod.pack, mod.minibatch_kernels, mod.unrolled_steps) == (
+            "pacgan2d", "simultaneous", m, kernels, k)
+        assert mod.generator_optimizer.lr == 1e-4 and list(mod.discriminator_optimizer.betas) == [0.8, 0.999]
+        plain = compose_plain("experiment=pacgan2d_cpu", "dataset=grid25", f"model.module.pack={m}")
+        assert plain.trainer.max_steps == steps and plain.trainer.batch_size == batch
+        if not (kernels or k):  # the same runs as pacgan2d_cpu's GAN and PacGAN2
+            assert plain.model.module == mod and plain.dataset == cfg.dataset
+    else:
+        assert "arch" not in mod or mod.arch == "auto"
+    assert cfg.hydra.sweeper.params.method == ",".join(METHODS)
+
+
+@pytest.mark.parametrize("method", ["gan_minibatch", "unrolled_gan"])
+def test_remedies_2d_gan_rows_run(compose, method):
+    cfg = compose("experiment=remedies_2d", f"method={method}", "dataset=grid25", "dataset.num_train=1000",
+                  "trainer.max_steps=2", "trainer.batch_size=100", "model.module.pacgan2d_hidden=32",
+                  "model.module.pacgan2d_maxout_units=16")
+    metrics = train(cfg)
+    assert metrics["steps"] == 2 and "g_loss" in metrics["final_losses"]
