@@ -1,42 +1,114 @@
-"""Pictures a person would rather look at than read: sample grids and 2D scatter plots."""
+"""Pictures a person would rather look at than read: sample grids and 2D scatter plots.
+
+Every figure of the tool (these, and ``compare``'s in :mod:`gencompare.report.figures`)
+colours a family with :func:`family_color`, so a GAN is the same colour everywhere.
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:  # torch only for the annotations: report/ draws without importing it
+    from torch import Tensor
+
+#: One colour per family across every figure (matplotlib's tab10, colour-blind distinguishable).
+FAMILY_COLORS = {"gan": "#d62728", "vae": "#1f77b4", "nade": "#2ca02c", "ddpm": "#9467bd"}
+OTHER_COLOR = "#7f7f7f"
+REAL_COLOR = "#bbbbbb"
+
+GRID_SCALE = 2  # each image pixel drawn as GRID_SCALE x GRID_SCALE screen pixels (or more)
+
+
+def family_color(name: str | None) -> str:
+    """The colour of family ``name`` (``gan``, ``vae``, ``nade``, ``ddpm``; a label that
+    starts with one, ``gan (pack=2)``, gets its family's); grey for anything else."""
+    key = (name or "").strip().lower()
+    for family, color in FAMILY_COLORS.items():
+        if key == family or key.startswith((family + " ", family + "(", family + "_", family + "-", family + "\n")):
+            return color
+    return OTHER_COLOR
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _family_of(title: str | None) -> str | None:
+    return title.split(" ", 1)[0] if title else None
 
 
 def save_samples(samples: Tensor, path: str | Path, *, means: Tensor | None = None,
-                 title: str | None = None, nrow: int = 8) -> Path:
-    """Write samples as a PNG: an image grid for ``(N, C, H, W)`` in [0, 1], a scatter
-    plot over the mixture ``means`` ``(K, 2)`` for points ``(N, 2)``."""
+                 title: str | None = None, nrow: int = 8, std: float | None = None,
+                 real: Tensor | None = None, seed: int | None = None) -> Path:
+    """Write samples as a PNG.
+
+    Images ``(N, C, H, W)`` in [0, 1]: a grid of ``nrow`` columns, each pixel drawn at
+    least ``GRID_SCALE`` times larger than the data (a 28 x 28 digit grid of 8 x 8 is
+    ~560 px wide), under ``title``. Points ``(N, 2)``: a scatter plot in the family's
+    colour over the real data ``real`` ``(M, 2)`` drawn faint, with the mixture ``means``
+    ``(K, 2)`` and their 3-sigma circles (radius ``3 * std``), labelled axes and the
+    sample count. ``seed`` is appended to the title as ``seed <seed>``.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     samples = samples.detach().float().cpu()
+    if seed is not None:
+        title = f"{title}, seed {seed}" if title else f"seed {seed}"
+    plt = _pyplot()
     if samples.dim() == 4:
-        from torchvision.utils import save_image
+        from torchvision.utils import make_grid
 
-        save_image(samples.clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=0.5)
+        grid = make_grid(samples.clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)  # (3, H, W)
+        img = grid.permute(1, 2, 0).numpy()
+        h, w = img.shape[:2]
+        scale = max(GRID_SCALE, math.ceil(480 / max(h, w)))  # small grids still readable
+        dpi = 100
+        title_px = 40 if title else 0
+        fig = plt.figure(figsize=(w * scale / dpi, (h * scale + title_px) / dpi), dpi=dpi)
+        ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + title_px)))
+        ax.imshow(img, interpolation="nearest")
+        ax.set_axis_off()
+        if title:
+            fig.text(0.5, 1 - (title_px / 2) / (h * scale + title_px), title, ha="center", va="center",
+                     fontsize=11 if w * scale >= 400 else 8, color="black")
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
         return path
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, color="tab:blue", label="samples")
+    color = family_color(_family_of(title))
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    if real is not None and len(real):
+        r = real.detach().float().cpu()
+        ax.scatter(r[:, 0], r[:, 1], s=10, alpha=0.3, color=REAL_COLOR, label=f"real data (n = {len(r):,})",
+                   rasterized=True, zorder=1)
+    ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.5, color=color, label=f"samples (n = {len(samples):,})",
+               rasterized=True, zorder=2)
     if means is not None:
         m = means.detach().float().cpu()
-        ax.scatter(m[:, 0], m[:, 1], s=60, marker="x", color="tab:red", label="mixture means")
+        ax.scatter(m[:, 0], m[:, 1], s=25, marker="+", color="black", linewidths=0.8, label="mixture means", zorder=3)
+        if std is not None:
+            for i, (x, y) in enumerate(m.tolist()):
+                ax.add_patch(plt.Circle((x, y), 3 * float(std), fill=False, color="black", linewidth=1.0,
+                                        linestyle="-", zorder=4, label="3 sigma (high quality)" if i == 0 else None))
         span = float(m.abs().max()) * 1.5 + 0.5
         ax.set_xlim(-span, span)
         ax.set_ylim(-span, span)
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    ax.grid(alpha=0.2)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.9, markerscale=2)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
-

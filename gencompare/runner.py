@@ -260,8 +260,10 @@ class Trainer:
     def write_grid(self, tag: str):
         n = int(self.t.num_grid_samples) if self.bundle.kind == "image" else 2500
         title = f"{self.cfg.model.name} on {self.bundle.variant}, step {self.step}"
+        real = self.bundle.train[:5000] if self.bundle.kind == "points" else None  # drawn faint behind the samples
         path = save_samples(grid_samples(self.model, n, self.grid_seed), self.run.grid(tag),
-                            means=self.bundle.means, title=title)
+                            means=self.bundle.means, std=self.bundle.std, real=real, seed=int(self.cfg.seed),
+                            title=title)
         if self.cfg.logger.get("log_images", True):
             self.tracker.log_image("samples", path, step=self.step, caption=title)
         return path

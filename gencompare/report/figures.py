@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from gencompare.plots import REAL_COLOR, family_color
+from gencompare.record import lookup
 from gencompare.report.diagnostics import coverage_over_training
 from gencompare.report.formatting import wrap
 from gencompare.report.groups import FAMILY_ORDER, Group, baseline_rows, by_variant, method_rank
@@ -25,50 +27,96 @@ def _pyplot():
     return plt
 
 
+#: The unit of each metric drawn, for its axis (headers that name theirs already are left as they are).
+UNITS = {"parzen_ll": "nats", "nll": "nats", "bits_per_dim": "bits/dim", "modes_captured": "modes",
+         "high_quality_pct": "%", "reverse_kl": "nats", "classes_covered": "classes", "modes_covered": "modes",
+         "kl_to_data": "nats", "kl_to_uniform": "nats", "precision": "fraction", "recall": "fraction",
+         "density": "ratio", "coverage": "fraction", "frechet_distance": "squared feature distance",
+         "fid": "squared feature distance", "inception_score": "score", "fd_train": "squared feature distance",
+         "train_time_s": "s", "sample_time_1000_s": "s"}
+TITLES = {"train_time_s": "train time", "sample_time_1000_s": "time to draw 1,000 samples"}
+
+
+def _axis_title(m) -> str:
+    header = TITLES.get(m.name, m.header)
+    unit = UNITS.get(m.name)
+    return header if not unit or f"({unit})" in header else f"{header} ({unit})"
+
+
+def _why_missing(g: Group, m) -> str | None:
+    """Why group ``g`` has no bar for metric ``m`` (a note drawn in its place), or None
+    when the metric does not apply to its data (nothing to say)."""
+    if g.coverage not in m.kinds:
+        return None
+    raw = [lookup(r.metrics, m.key) for r in g.runs]
+    infinite = sum(1 for v in raw if isinstance(v, (int, float)) and math.isinf(v)
+                   or isinstance(v, str) and v.lower().lstrip("+-") in ("inf", "infinity"))
+    if infinite:
+        return f"inf in {infinite}/{len(g.runs)} runs"
+    if m.name in ("nll", "bits_per_dim") and all(lookup(r.metrics, "likelihood.kind") is None for r in g.runs):
+        return f"no likelihood ({g.family})"
+    return "not measured"
+
+
 def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
-    """Bar charts of each metric, one bar per group (and the Parzen baselines), with
-    error bars (std over seeds; the metric's own stderr for a single run). None when no
+    """Bar charts of each metric, one bar per group (and the Parzen baselines), each
+    labelled with its number of seeds n; error bars are the standard error over seeds
+    (std / sqrt(n)), or for a single run the metric's own standard error over test
+    examples where it has one. A group whose value cannot be drawn (inf, a family without
+    a likelihood) gets a grey note in its slot instead of silently missing. None when no
     metric has a finite value."""
     names = [n for n in TABLE_METRICS if n not in ("steps", "parameters")]
     panels = []
     for n in names:
         m = METRIC_BY_NAME[n]
-        bars = []
+        bars = []  # (label, mean, err, baseline, family, note)
         for g in groups:
             st = g.stat(m.key, m.scale)
+            label = f"{wrap(g.label)}\n{g.variant}"
             if st is None or not math.isfinite(st.mean):
+                why = _why_missing(g, m)
+                if why:
+                    bars.append((label, 0.0, 0.0, False, g.family, why))
                 continue
-            err = st.std if st.n >= 2 else (g.stat(m.own_stderr).mean if m.own_stderr and g.stat(m.own_stderr) else 0.0)
-            bars.append((f"{wrap(g.label)}\n{g.variant}", st.mean, 0.0 if math.isnan(err) else err, False))
+            own = g.stat(m.own_stderr) if m.own_stderr else None
+            err = st.stderr if st.n >= 2 else (own.mean * m.scale if own else 0.0)
+            bars.append((f"{label}\nn={st.n}", st.mean, 0.0 if math.isnan(err) else err, False, g.family, None))
         if n == "parzen_ll":
             for variant, vg in by_variant(groups).items():
                 for label, mean, stderr, _ in baseline_rows(vg):
                     bars.append((f"{label.replace(' (baseline)', '')}\n{variant}", mean.mean,
-                                 stderr.mean if stderr else 0.0, True))
-        if bars:
+                                 stderr.mean if stderr else 0.0, True, None, None))
+        if any(b[5] is None for b in bars):
             panels.append((m, bars))
     if not panels:
         return None
     plt = _pyplot()
-    ncols = min(4, len(panels))
+    ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    width = max(3.2, 0.45 * max(len(b) for _, b in panels) + 1.5)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.6 * nrows), squeeze=False)
-    colors = {f: plt.cm.tab10(i) for i, f in enumerate(FAMILY_ORDER)}
+    width = max(4.0, 0.6 * max(len(b) for _, b in panels) + 1.8)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 4.6 * nrows), squeeze=False)
     for ax, (m, bars) in zip(axes.flat, panels):
-        xs = range(len(bars))
-        ax.bar(xs, [b[1] for b in bars], yerr=[b[2] for b in bars], capsize=3,
-               color=[("lightgray" if b[3] else colors.get(b[0].split(" ")[0].split("\n")[0], "tab:gray")) for b in bars],
-               hatch=None, edgecolor="black", linewidth=0.5)
-        ax.set_xticks(list(xs), [b[0] for b in bars], rotation=60, ha="right", fontsize=7)
-        ax.set_title(m.header if m.name != "train_time_s" else "train time (s)", fontsize=9)
-        if m.name == "sample_time_1000_s":
-            ax.set_title("time to draw 1,000 samples (s)", fontsize=9)
-        ax.tick_params(axis="y", labelsize=7)
+        xs = list(range(len(bars)))
+        drawn = [(x, b) for x, b in zip(xs, bars) if b[5] is None]
+        ax.bar([x for x, _ in drawn], [b[1] for _, b in drawn], yerr=[b[2] for _, b in drawn], capsize=3,
+               color=[REAL_COLOR if b[3] else family_color(b[4]) for _, b in drawn],
+               edgecolor="black", linewidth=0.5, error_kw={"linewidth": 1})
+        low, high = ax.get_ylim()
+        for x, b in zip(xs, bars):
+            if b[5] is not None:
+                ax.text(x, low + 0.5 * (high - low), b[5], rotation=90, ha="center", va="center", fontsize=8,
+                        color="dimgray", style="italic",
+                        bbox={"boxstyle": "round", "facecolor": "whitesmoke", "edgecolor": "lightgray"})
+        ax.set_xticks(xs, [b[0] for b in bars], rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(bars) - 0.4)
+        ax.set_title(_axis_title(m), fontsize=10)
+        ax.set_ylabel(UNITS.get(m.name, ""), fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("gencompare: metrics side by side (error bars: std over seeds, or the metric's stderr for one run)",
+    fig.suptitle("gencompare: metrics side by side. Bars: mean over n seeds; error bars: standard error (std / sqrt(n)),\n"
+                 "or the metric's own standard error over test examples for n=1; grey notes: values that cannot be drawn",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -78,40 +126,53 @@ def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
 
 def sample_mosaic(groups: Sequence[Group], path: Path) -> Path | None:
     """The final sample grid (or 2D scatter plot) of each group's first run (lowest
-    seed): one row per family, one column per dataset variant. None when no run has one."""
+    seed): one row per family, one column per dataset variant, each cell titled with its
+    seed and each row labelled in its family's colour. None when no run has one."""
     labels: list[str] = []
     variants: list[str] = []
+    families: dict[str, str] = {}
     for g in sorted(groups, key=method_rank):
         if g.label not in labels:
             labels.append(g.label)
+            families[g.label] = g.family
     for g in groups:
         if g.variant not in variants:
             variants.append(g.variant)
-    cells: dict[tuple[str, str], Path] = {}
+    cells: dict[tuple[str, str], tuple[Path, object]] = {}
     for g in groups:
-        p = g.runs[0].sample_path
-        if p.is_file():
-            cells[(g.label, g.variant)] = p
+        run = min(g.runs, key=lambda r: (not isinstance(r.seed, int), r.seed if isinstance(r.seed, int) else 0))
+        if run.sample_path.is_file():
+            cells[(g.label, g.variant)] = (run.sample_path, run.seed)
     if not cells:
         return None
+    aspect = 1.0  # height / width of the tallest picture: cells sized to it, not square
+    for p, _ in cells.values():
+        with Image.open(p) as im:
+            aspect = max(aspect if aspect != 1.0 else 0.0, im.size[1] / im.size[0])
     plt = _pyplot()
-    fig, axes = plt.subplots(len(labels), len(variants), figsize=(3.2 * len(variants), 3.3 * len(labels)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(labels), len(variants),
+                             figsize=(max(5.0 * len(variants), 6.0), 5.0 * aspect * len(labels) + 0.8), squeeze=False)
     for i, lab in enumerate(labels):
         for j, var in enumerate(variants):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
-            p = cells.get((lab, var))
-            if p is not None:
+            cell = cells.get((lab, var))
+            if cell is not None:
+                p, seed = cell
                 with Image.open(p) as im:
                     ax.imshow(im.convert("RGB"))
+                ax.set_title(f"{var}, seed {seed}", fontsize=12)
             else:
-                ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes, color="gray")
-            if i == 0:
-                ax.set_title(var, fontsize=10)
+                ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes, color="gray",
+                        fontsize=12)
+                ax.set_title(var, fontsize=12)
             if j == 0:
-                ax.set_ylabel(wrap(lab), fontsize=9)
+                ax.set_ylabel(wrap(lab), fontsize=14, color=family_color(families[lab]), fontweight="bold")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(family_color(families[lab]))
+                spine.set_linewidth(2)
+    fig.suptitle("final samples: one row per family, its lowest seed", fontsize=13)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -140,7 +201,7 @@ def coverage_curves(groups: Sequence[Group], path: Path) -> Path | None:
                 stats = [summarize([v[pick] * scale for v in per_step[s] if v[pick] is not None]) for s in steps]
                 kept = [(s, st) for s, st in zip(steps, stats) if st is not None]
                 if len(kept) >= 2:
-                    lines.append((g.label, [s for s, _ in kept], [st.mean for _, st in kept],
+                    lines.append((g.label, g.family, [s for s, _ in kept], [st.mean for _, st in kept],
                                   [0.0 if math.isnan(st.stderr) else st.stderr for _, st in kept]))
         if count_lines:
             panels.append((variant, (count_key or "coverage").replace("_", " "), count_lines))
@@ -153,8 +214,12 @@ def coverage_curves(groups: Sequence[Group], path: Path) -> Path | None:
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
     for ax, (variant, quantity, lines) in zip(axes.flat, panels):
-        for label, xs, means, errs in lines:
-            line, = ax.plot(xs, means, marker="o", markersize=3, label=wrap(label, 40))
+        seen: dict[str, int] = {}
+        for label, family, xs, means, errs in lines:
+            style = ("-", "--", ":", "-.")[seen.get(family, 0) % 4]  # variants of one family: its colour, new dashes
+            seen[family] = seen.get(family, 0) + 1
+            line, = ax.plot(xs, means, marker="o", markersize=3, label=wrap(label, 40), color=family_color(family),
+                            linestyle=style)
             ax.fill_between(xs, [m - e for m, e in zip(means, errs)], [m + e for m, e in zip(means, errs)],
                             color=line.get_color(), alpha=0.2)
         ax.set_title(f"{variant}: {quantity}", fontsize=9)
