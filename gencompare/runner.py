@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from gencompare import config as _config
@@ -34,7 +33,7 @@ from gencompare.evaluate import check_metrics_config, evaluate_and_log, evaluate
 from gencompare.models.base import GenerativeModel, count_parameters
 from gencompare.plots import save_samples
 from gencompare.record import Evaluation, RunDir, RunMetrics, flatten, history_line, trim_history, write_metrics
-from gencompare.terminal import console
+from gencompare.terminal import TrainProgress, console
 from gencompare.tracking import Tracker, make_tracker
 
 __all__ = ["train", "load_checkpoint"]
@@ -173,14 +172,6 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
     return checkpoint
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, disable=not enabled, transient=False,
-    )
-
-
 # ---------------------------------------------------------------------- the loop
 class Trainer:
     """The state of one training run and its loop's duties (log, grid, evaluate,
@@ -255,7 +246,7 @@ class Trainer:
         history.write(history_line(self.step, record))
         history.flush()
         shown = [k for k in self.last_logs if not k.startswith("grad_norm")][:4]
-        self.stats = " ".join(f"{k}={self.last_logs[k]:.3f}" for k in shown) + f" {rate:,.0f} ex/s"
+        self.stats = {**{k: self.last_logs[k] for k in shown}, "ex/s": rate}
 
     def write_grid(self, tag: str):
         n = int(self.t.num_grid_samples) if self.bundle.kind == "image" else 2500
@@ -290,11 +281,10 @@ class Trainer:
     def loop(self, stop: StopRequest, history) -> None:
         """Train to ``max_steps`` or until a stop is requested (the checkpoint is then saved)."""
         t, last = self.t, self.max_steps
-        self.stats = ""
+        self.stats = {}
         self.t0 = time.perf_counter()
-        with _progress(bool(t.progress)) as progress:
-            task = progress.add_task(f"{self.cfg.model.name}/{self.bundle.variant}", total=last,
-                                     completed=self.step, stats="")
+        with TrainProgress(f"{self.cfg.model.name}/{self.bundle.variant}", last, self.step,
+                           enabled=bool(t.progress)) as progress:
             self.model.train()
             while self.step < last:
                 self.training_step()
@@ -306,7 +296,7 @@ class Trainer:
                     self.evaluate()
                 if self.due(t.checkpoint_every) or self.step == last or stop.signum is not None:
                     self.save_checkpoint()
-                progress.update(task, completed=self.step, stats=self.stats)
+                progress.update(self.step, self.stats)
                 if stop.signum is not None:
                     break
         self.loop_time = self.elapsed()  # steps/s counts the loop alone, not the final grid and evaluation
