@@ -59,7 +59,9 @@ def _report_errors(fn):
             _remove_empty_run_dir(args[0] if args else None)
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            from rich.markup import escape  # a message may hold brackets: gencompare[sweep], a[0]
+
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise SystemExit(2) from None
 
     return wrapped
@@ -120,7 +122,8 @@ def precheck(config_name: str, args: list[str]) -> None:
         for value in values:
             if value not in options and value != "null":
                 raise GencompareError(f"{group}={value} is not a {group} config; choose one of: {', '.join(options)}")
-    if "-m" in args or "--multirun" in args:
+    _check_plugins(parsed)
+    if _is_multirun(args):
         return
     from hydra import compose
 
@@ -144,6 +147,77 @@ def precheck(config_name: str, args: list[str]) -> None:
     missing = sorted(str(k) for k in cfg if OmegaConf.is_missing(cfg, k))
     if missing:
         raise GencompareError(f"missing value for {', '.join(missing)}: pass {missing[0]}=...")
+
+
+def _is_multirun(args: list[str]) -> bool:
+    """``-m``, or an ``experiment=`` / ``hparams_search=`` whose config sets ``hydra.mode: MULTIRUN``."""
+    if "-m" in args or "--multirun" in args:
+        return True
+    return any(_chosen_config(a).get("hydra", {}).get("mode") == "MULTIRUN"
+               for a in args if a.split("=", 1)[0] in ("experiment", "hparams_search", "+experiment"))
+
+
+def _chosen_config(override: str) -> dict:
+    """The raw YAML of config ``group=name`` (``{}`` when there is none or it is unreadable)."""
+    import yaml
+
+    group, _, name = override.lstrip("+").partition("=")
+    if CONFIG_PATH.startswith("pkg://"):
+        root = importlib.resources.files(CONF_PACKAGE)
+    else:
+        root = Path(CONFIG_PATH)
+    f = root.joinpath(*group.split("/"), f"{name}.yaml")
+    try:
+        data = yaml.safe_load(f.read_text()) if f.is_file() else None
+    except Exception:  # noqa: BLE001 - Hydra reports a broken config itself
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+PLUGIN_GROUPS = ("hydra/sweeper", "hydra/launcher")
+PLUGIN_EXTRA = "pip install 'gencompare[sweep]'"  # pyproject's sweep extra: the Optuna sweeper, submitit launchers
+
+
+def _check_plugins(parsed) -> None:
+    """Fail in one line when a sweeper or launcher the command chooses (``hydra/sweeper=``,
+    ``hydra/launcher=``, or an ``experiment`` / ``hparams_search`` config's defaults) has
+    no installed Hydra plugin, naming the extra that installs it.
+
+    Raises:
+        GencompareError: the missing plugin and ``pip install 'gencompare[sweep]'``.
+    """
+    wanted: list[tuple[str, str, str]] = []  # (group, name, where it was chosen)
+    for o in parsed:
+        if o.is_delete():
+            continue
+        if o.key_or_group in PLUGIN_GROUPS:
+            wanted.append((o.key_or_group, o.get_value_element_as_str(), o.input_line))
+        elif o.key_or_group.lstrip("+") in ("experiment", "hparams_search") and not o.is_sweep_override():
+            line = f"{o.key_or_group}={o.get_value_element_as_str()}"
+            for entry in _chosen_config(line).get("defaults") or []:
+                if isinstance(entry, dict):
+                    for key, value in entry.items():
+                        group = key.removeprefix("override").strip().lstrip("/")
+                        if group in PLUGIN_GROUPS and isinstance(value, str):
+                            wanted.append((group, value, line))
+    if not wanted:
+        return
+    installed = _installed_plugins()
+    for group, name, where in wanted:
+        if name not in installed.get(group, set()):
+            kind = group.split("/")[1]
+            raise GencompareError(f"{where}: the Hydra {kind} '{name}' is not installed (installed: "
+                                  f"{', '.join(sorted(installed.get(group, ()))) or 'none'}); {PLUGIN_EXTRA}")
+
+
+def _installed_plugins() -> dict[str, set[str]]:
+    """The sweeper and launcher configs Hydra can find: its own and those its plugins register."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # imports the hydra_plugins.* packages, which register their configs
+    store = ConfigStore.instance()
+    return {g: {n.removesuffix(".yaml") for n in store.list(g) if n.endswith(".yaml")} for g in PLUGIN_GROUPS}
 
 
 def _remove_empty_run_dir(cfg) -> None:
