@@ -17,9 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from gencompare.errors import GencompareError
+from gencompare.terminal import console  # stderr, and the job's log file inside a Hydra job
 
 CONF_PACKAGE = "gencompare.conf"
 
@@ -34,7 +33,6 @@ def _config_path() -> str:
 
 
 CONFIG_PATH = _config_path()  # a Hydra config path: pkg://gencompare.conf or an absolute dir
-console = Console(stderr=True, soft_wrap=True)
 
 USAGE = """usage: gencompare <command> [overrides ...]
 
@@ -230,7 +228,7 @@ def _remove_empty_run_dir(cfg) -> None:
     if not run_dir.is_dir():
         return
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    if all(p.suffix == ".log" and p.parent == run_dir and p.stat().st_size == 0 for p in files):
+    if all(p.suffix == ".log" and p.parent == run_dir for p in files):  # the log holds only the error
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -28,7 +28,8 @@ class PathsConfig:
     data_dir: str = MISSING
     cache_dir: str = MISSING
     log_dir: str = MISSING
-    output_dir: str = MISSING
+    # Hydra's job dir; None under `--cfg job --resolve`, which prints the config without making one
+    output_dir: Optional[str] = MISSING
 
 
 @dataclass
@@ -156,6 +157,28 @@ def hydra_overrides() -> list[str] | None:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # HydraConfig was not set: not inside a Hydra run
         return None
+
+
+HYDRA_SUBDIR = ".hydra"  # Hydra's own record of a job, as output_subdir writes it
+
+
+def save_hydra_records(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Write Hydra's record of the running job into ``<run_dir>/.hydra/``: ``config.yaml``
+    (the composed config, unresolved), ``hydra.yaml`` (Hydra's own config: launcher,
+    sweeper, run and sweep dirs, ``hydra.*`` overrides) and ``overrides.yaml`` (the task
+    overrides), the three files ``hydra.output_subdir`` writes. Hydra's own writer is off
+    (``output_subdir: null``) because it writes before the run dir is checked and claimed:
+    a rejected command would overwrite an earlier run's files. None outside a Hydra job."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    folder = Path(run_dir) / HYDRA_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)}), folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
+    return folder
 
 
 def sweep_group() -> str | None:

@@ -149,6 +149,7 @@ def save_run_config(cfg: DictConfig, run: RunDir) -> None:
     overrides = _config.hydra_overrides()
     if overrides is not None:
         OmegaConf.save(OmegaConf.create(overrides), run.overrides if not run.overrides.exists() else run.overrides_resume)
+    _config.save_hydra_records(cfg, run.path)  # .hydra/: config, hydra, overrides, as Hydra users expect
 
 
 def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:

@@ -2,12 +2,41 @@
 stdout console for result tables."""
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Console
+from rich.errors import MarkupError
+from rich.text import Text
 
-console = Console(stderr=True, soft_wrap=True)
+
+
+class LoggedConsole(Console):
+    """A rich console whose printed lines also go, as plain text, to the ``gencompare``
+    logger: inside a Hydra job that is the job's log file (``<run dir>/<task>.log``,
+    ``hydra.job_logging``), so warnings, one-line errors and the progress lines off a
+    terminal are in the log too. Outside a Hydra job (no logging set up) nothing is logged."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: D102 - Console.print
+        super().print(*objects, **kwargs)
+        if not logging.getLogger().handlers:
+            return
+        text = " ".join(str(o) for o in objects if isinstance(o, str))
+        if not text.strip():
+            return
+        if kwargs.get("markup", True) is not False:
+            try:
+                text = Text.from_markup(text).plain
+            except MarkupError:
+                pass
+        level = logging.ERROR if text.startswith(("error:", "job failed:")) else (
+            logging.WARNING if text.startswith("warning:") else logging.INFO)
+        logging.getLogger("gencompare").log(level, text)
+
+
+console = LoggedConsole(stderr=True, soft_wrap=True)
 
 
 def table_console() -> Console:
