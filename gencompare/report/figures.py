@@ -118,7 +118,7 @@ def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
     fig.suptitle("gencompare: metrics side by side. Bars: mean over n seeds; error bars: standard error (std / sqrt(n)),\n"
                  "or the metric's own standard error over test examples for n=1; grey notes: values that cannot be drawn",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))  # room for the two-line title
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -173,7 +173,7 @@ def sample_mosaic(groups: Sequence[Group], path: Path) -> Path | None:
                 spine.set_edgecolor(family_color(families[lab]))
                 spine.set_linewidth(2)
     fig.suptitle("final samples: one row per family, its lowest seed", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
