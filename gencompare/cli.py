@@ -13,11 +13,14 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import importlib.util
+import itertools
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from gencompare.errors import GencompareError
+from gencompare.record import RunDir, write_failure
 from gencompare.terminal import console  # stderr, and the job's log file inside a Hydra job
 
 CONF_PACKAGE = "gencompare.conf"
@@ -40,6 +43,7 @@ commands:
   train     train a family:            gencompare train model=vae dataset=mnist
             sweep (one run per job):   gencompare train -m model=gan,vae seed=0,1
   eval      score a run dir:           gencompare eval run=outputs/runs/<date>/<run>
+  sample    draw from a trained run:   gencompare sample run=outputs/runs/<date>/<run> n=64 [out=x.png]
   compare   table of runs or a sweep:  gencompare compare outputs/multirun/<date>/<time>
 
 `gencompare <command> --help` lists config groups and options; `--cfg job` prints the config.
@@ -61,6 +65,10 @@ def _report_errors(fn):
 
             console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise SystemExit(2) from None
+        except SystemExit as exc:
+            if exc.code in (130, 143):  # interrupted during start-up: nothing worth keeping yet
+                _remove_empty_run_dir(args[0] if args else None)
+            raise
 
     return wrapped
 
@@ -100,7 +108,6 @@ def precheck(config_name: str, args: list[str]) -> None:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     if any(a.split("=", 1)[0] in FLAGS_WITHOUT_RUN for a in args):
         return
@@ -121,9 +128,41 @@ def precheck(config_name: str, args: list[str]) -> None:
             if value not in options and value != "null":
                 raise GencompareError(f"{group}={value} is not a {group} config; choose one of: {', '.join(options)}")
     _check_plugins(parsed)
+    for o in parsed:  # a file where Hydra will make the run or sweep dir
+        if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
+            _check_folder(Path(o.get_value_element_as_str()), o.key_or_group)
     if _is_multirun(args):
+        jobs = _sweep_jobs(parsed)
+        if jobs is None:
+            return  # a sweeper other than the basic one chooses the values (Optuna): it checks its own
+        bad = []
+        for job in jobs:
+            try:
+                cfg = _compose_checked(config_name, job)
+                if config_name == "train":
+                    _check_train_values(cfg)
+            except GencompareError as exc:
+                bad.append(f"  {' '.join(job) or '(no overrides)'}: {exc}")
+        if bad:
+            raise GencompareError(f"{len(bad)} of {len(jobs)} sweep jobs have bad values; nothing launched:\n"
+                                  + "\n".join(bad))
         return
+    cfg = _compose_checked(config_name, overrides)
+    if config_name == "train":
+        _check_folder(Path(str(cfg.paths.log_dir)), "paths.log_dir")
+
+
+def _compose_checked(config_name: str, overrides: list[str]):
+    """Compose ``config_name`` with ``overrides`` (``hydra.*`` left to Hydra), turning a
+    schema error into one line.
+
+    Raises:
+        GencompareError: the key and what is wrong with its value; a missing value.
+    """
     from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with _initialize_hydra(config_name):
@@ -139,12 +178,134 @@ def precheck(config_name: str, args: list[str]) -> None:
         key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
         message = lines[0] if lines else type(root).__name__
         raise GencompareError(f"{key}: {message}" if key else message) from None
-    from omegaconf import OmegaConf
-
     # top-level only: deeper nodes hold ${hydra:...} interpolations that resolve only in a run
     missing = sorted(str(k) for k in cfg if OmegaConf.is_missing(cfg, k))
     if missing:
         raise GencompareError(f"missing value for {', '.join(missing)}: pass {missing[0]}=...")
+    return cfg
+
+
+def _check_train_values(cfg) -> None:
+    """The value checks ``train`` makes first (batch size, steps, learning rates, metrics)."""
+    from gencompare.config import validate
+    from gencompare.evaluate import check_metrics_config
+
+    validate(cfg)
+    if cfg.get("metrics"):
+        check_metrics_config(cfg.metrics, cfg.dataset.kind)
+
+
+def _sweep_jobs(parsed) -> list[list[str]] | None:
+    """The overrides of every job of a basic-sweeper multirun (the cartesian product of the
+    swept values, as Hydra's BasicSweeper forms it); None when another sweeper is chosen or
+    a sweep cannot be expanded here (ranges, intervals)."""
+    if any(o.key_or_group in ("hparams_search", "hydra/sweeper") for o in parsed):
+        return None
+    axes: list[list[str]] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.key_or_group.startswith(("hydra.", "hydra/")):
+            continue
+        if o.is_sweep_override():
+            try:
+                values = list(o.sweep_string_iterator())
+            except Exception:  # noqa: BLE001 - range/interval sweeps: Hydra expands them
+                return None
+            axes.append([f"{key}={v}" for v in values])
+        else:
+            axes.append([o.input_line])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """Refuse, in one line, a path whose own or parent entry is a file where gencompare needs a folder.
+
+    Raises:
+        GencompareError: naming the file.
+    """
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise GencompareError(f"{what}: {p} is a file, but gencompare needs a folder there; "
+                                      "move it away or choose another path")
+            return
+
+
+def _remove_empty_run_dir(cfg) -> None:
+    """Hydra makes the run dir before the task starts; a run that failed on bad input
+    leaves nothing in it but an empty log (and its claim), so remove it rather than leave clutter."""
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+    except Exception:  # noqa: BLE001 - not a train/eval config
+        return
+    if not run_dir.is_dir():
+        return
+    files = [p for p in run_dir.rglob("*") if p.is_file() and p.name != RunDir.CLAIM]
+    if all(p.suffix == ".log" and p.parent == run_dir for p in files):  # the log holds only the error
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _hydra_command(config_name: str, task):
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
+    def _main(cfg):
+        if _in_sweep():
+            result = _sweep_job(task, cfg)
+            if result is None:
+                return float("nan") if cfg.get("optimized_metric") else None  # Optuna: a failed trial
+        else:
+            result = _report_errors(task)(cfg)
+        if cfg.get("optimized_metric") and isinstance(result, dict):
+            # a sweeper (Optuna) needs one float back
+            from gencompare.report import select_metric
+
+            return _report_errors(select_metric)(result, cfg.optimized_metric)
+        return result
+
+    return _main
+
+
+SWEEP_FAILURES_ENV = "GENCOMPARE_SWEEP_FAILURES"  # a file each failed sweep job appends its line to
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not inside a Hydra job
+        return False
+
+
+def _sweep_job(task, cfg):
+    """Run one job of a sweep so that its failure does not end the sweep: the one-line
+    error goes to the job's ``failed.json`` and stderr, and None is returned. Interrupts
+    (SIGINT, SIGTERM) still stop the whole sweep."""
+    from gencompare.config import hydra_overrides
+
+    try:
+        return task(cfg)
+    except Exception as exc:  # noqa: BLE001 - any failure of one job: record it, run the others
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        message = str(exc) if isinstance(exc, GencompareError) else f"{type(exc).__name__}: {exc}"
+        message = " ".join(message.split())
+    try:
+        run = RunDir(cfg.paths.output_dir)
+        write_failure(run, message, hydra_overrides())
+        where = str(run.path)
+    except Exception:  # noqa: BLE001 - no run dir to write into: stderr still says it
+        where = "(no run dir)"
+    console.print(f"[bold red]job failed:[/] {where}: {message}", highlight=False)
+    failures = os.environ.get(SWEEP_FAILURES_ENV)
+    if failures:
+        with open(failures, "a") as f:  # one short append per job: whole lines even from parallel workers
+            f.write(where + "\n")
+    return None
 
 
 def _is_multirun(args: list[str]) -> bool:
@@ -218,44 +379,22 @@ def _installed_plugins() -> dict[str, set[str]]:
     return {g: {n.removesuffix(".yaml") for n in store.list(g) if n.endswith(".yaml")} for g in PLUGIN_GROUPS}
 
 
-def _remove_empty_run_dir(cfg) -> None:
-    """Hydra makes the run dir before the task starts; a run that failed on bad input
-    leaves nothing in it but an empty log, so remove it rather than leave clutter."""
-    try:
-        run_dir = Path(cfg.paths.output_dir)
-    except Exception:  # noqa: BLE001 - not a train/eval config
-        return
-    if not run_dir.is_dir():
-        return
-    files = [p for p in run_dir.rglob("*") if p.is_file()]
-    if all(p.suffix == ".log" and p.parent == run_dir for p in files):  # the log holds only the error
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _hydra_command(config_name: str, task):
-    import hydra
-
-    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
-    def _main(cfg):
-        result = _report_errors(task)(cfg)
-        if cfg.get("optimized_metric") and isinstance(result, dict):
-            # a sweeper (Optuna) needs one float back
-            from gencompare.report import select_metric
-
-            return _report_errors(select_metric)(result, cfg.optimized_metric)
-        return result
-
-    return _main
-
-
 def train_command() -> None:
     from gencompare import config  # noqa: F401 - registers the schemas
     from gencompare.runner import train
 
     _report_errors(precheck)("train", sys.argv[1:])
-    _hydra_command("train", train)()
+    if not _is_multirun(sys.argv[1:]):
+        _hydra_command("train", train)()
+        return
+    with tempfile.NamedTemporaryFile("r", prefix="gencompare-sweep-", suffix=".txt") as failures:
+        os.environ[SWEEP_FAILURES_ENV] = failures.name  # the launchers' worker processes inherit it
+        _hydra_command("train", train)()
+        failed = [ln for ln in Path(failures.name).read_text().splitlines() if ln.strip()]
+    if failed:
+        console.print(f"[bold red]error:[/] {len(failed)} sweep job(s) failed (each says why in its "
+                      f"{RunDir.FAILURE}): {', '.join(failed)}", highlight=False)
+        raise SystemExit(1)
 
 
 def eval_command() -> None:
@@ -266,14 +405,22 @@ def eval_command() -> None:
     _hydra_command("eval", evaluate_run)()
 
 
+def sample_command() -> None:
+    from gencompare import config  # noqa: F401
+    from gencompare.sample import sample_run
+
+    _report_errors(precheck)("sample", sys.argv[1:])
+    _hydra_command("sample", sample_run)()
+
+
 def compare_command() -> None:
     from gencompare.report import compare_main
 
     _report_errors(compare_main)(sys.argv[1:])
 
 
-COMMANDS = {"train": train_command, "eval": eval_command, "compare": compare_command}
-HYDRA_COMMANDS = ("train", "eval")  # the commands whose overrides Hydra completes
+COMMANDS = {"train": train_command, "eval": eval_command, "sample": sample_command, "compare": compare_command}
+HYDRA_COMMANDS = ("train", "eval", "sample")  # the commands whose overrides Hydra completes
 
 
 def complete(argv: list[str]) -> None:

@@ -45,6 +45,14 @@ class DatasetConfig:
     num_train: int = 50000
     num_valid: int = 2500
     num_test: int = 2500
+    # image folders (conf/dataset/image_folder.yaml)
+    path: Optional[str] = None
+    resolution: int = 32
+    channels: int = 3
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.1
+    # overrides the family's model.binarize where set (8-bit data: none, bits/dim in one column)
+    binarize: Optional[str] = None
 
 
 @dataclass
@@ -61,6 +69,7 @@ class TrainerConfig:
     grad_clip: Optional[float] = None
     resume: bool = False
     progress: bool = True
+    compile: bool = False  # torch.compile each of the family's networks (Module.compile: same state_dict)
 
 
 @dataclass
@@ -92,6 +101,7 @@ class TrainSchema:
     paths: PathsConfig = field(default_factory=PathsConfig)
     metrics: Any = None
     tags: list[str] = field(default_factory=list)
+    trust_checkpoint: bool = False  # load a checkpoint that needs pickle (weights_only=False) on resume
     optimized_metric: Optional[str] = None  # dotted key into train()'s metrics, returned to sweepers (Optuna)
 
 
@@ -149,6 +159,9 @@ def validate(cfg: DictConfig) -> None:
     binarize = cfg.model.get("binarize", "none")
     if binarize not in BINARIZATIONS:
         raise GencompareError(f"model.binarize must be one of {', '.join(BINARIZATIONS)}, got {binarize!r}")
+    if cfg.dataset.get("binarize") not in (None, *BINARIZATIONS):
+        raise GencompareError(f"dataset.binarize must be null or one of {', '.join(BINARIZATIONS)}, "
+                              f"got {cfg.dataset.binarize!r}")
 
 
 def hydra_overrides() -> list[str] | None:

@@ -1,5 +1,6 @@
 """Datasets as tensors: MNIST (with an offline fallback), Fashion-MNIST, Stacked MNIST
-and the 2D Gaussian mixtures of the mode-collapse literature.
+and the 2D Gaussian mixtures of the mode-collapse literature; CIFAR-10 and image folders
+(8-bit pixels, stored as uint8) are loaded by :mod:`gencompare.images`.
 
 Every image dataset is float32 pixels in [0, 1] (uint8 / 255, not binarized), shape
 ``(N, C, 28, 28)``; the mixtures are raw 2D points, shape ``(N, 2)``. Splits follow
@@ -9,8 +10,6 @@ so a GPU step never waits on a loader.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
 import warnings
@@ -22,6 +21,8 @@ import torch
 from torch import Tensor
 
 from gencompare.errors import GencompareError
+from gencompare.images import load_cifar10, load_image_folder
+from gencompare.images import quiet as _quiet
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -56,6 +57,11 @@ class DataBundle:
         source: where the data came from (folder or generator), for the run's record.
         binarization: how train/valid/test were binarized ("none", "static", "threshold";
             "dynamic" leaves train continuous and binarizes each batch).
+        bit_depth: 8 where the likelihood families report bits/dim of the 8-bit pixels
+            (CIFAR-10, image folders; protocols.md section 4); None keeps each family's
+            own convention (MNIST-like data, points). Such data keeps ``train`` as uint8
+            pixel values, converted to [0, 1] per batch by :class:`BatchStream`.
+        class_names: names of the classes, where the data has them (CIFAR-10, folders).
     """
 
     name: str
@@ -77,6 +83,8 @@ class DataBundle:
     notes: list[str] = field(default_factory=list)
     #: the [0, 1] pixels of splits that were binarized (metrics always score continuous data)
     continuous: dict[str, Tensor] = field(default_factory=dict)
+    bit_depth: int | None = None
+    class_names: list[str] = field(default_factory=list)
 
     def continuous_view(self) -> "DataBundle":
         """A shallow copy whose train/valid/test are the continuous pixels (Parzen, classifier)."""
@@ -108,17 +116,12 @@ class DataBundle:
             "source": self.source,
             "binarization": self.binarization,
             "notes": list(self.notes),
+            **({"bit_depth": self.bit_depth, "train_storage": str(self.train.dtype).replace("torch.", "")}
+               if self.bit_depth else {}),
         }
 
 
 # --------------------------------------------------------------------------- MNIST
-def _quiet(fn, *args, **kwargs):
-    """Run a torchvision dataset constructor without its download chatter on stdout."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        return fn(*args, **kwargs)
-
-
 def _torchvision_split(cls, root: Path, download: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     train = _quiet(cls, root=str(root), train=True, download=download)
     test = _quiet(cls, root=str(root), train=False, download=download)
@@ -379,6 +382,8 @@ def apply_binarization(bundle: DataBundle, mode: str, seed: int = 0) -> DataBund
     if bundle.kind != "image" or mode == "none":
         return bundle
     g = torch.Generator().manual_seed(int(seed))
+    if bundle.train.dtype == torch.uint8:  # 8-bit storage: binarize the [0, 1] pixels
+        bundle.train = bundle.train.to(torch.float32) / 255.0
     bundle.continuous = {"valid": bundle.valid, "test": bundle.test}
     if mode != "dynamic":
         bundle.continuous["train"] = bundle.train
@@ -409,6 +414,10 @@ def load_dataset(cfg, *, seed: int = 0) -> DataBundle:
         return _load_stacked_mnist(cfg)
     if name in ("ring8", "grid25"):
         return _load_mixture(cfg, seed)
+    if name == "cifar10":
+        return DataBundle(**load_cifar10(cfg))
+    if name == "image_folder":
+        return DataBundle(**load_image_folder(cfg))
     raise GencompareError(f"unknown dataset {name!r}")
 
 
@@ -418,7 +427,9 @@ class BatchStream:
     The order of epoch ``e`` is ``randperm`` from a generator seeded with ``(seed, e)``, so
     the stream is a pure function of ``(seed, batches_drawn)``: a checkpoint stores that
     count alone and a resumed run sees exactly the batches an uninterrupted one would.
-    The last incomplete batch of an epoch is dropped (equal-size batches).
+    The last incomplete batch of an epoch is dropped (equal-size batches). A ``uint8``
+    tensor (8-bit pixel values) stays so on its device; each batch is converted to float
+    pixels in [0, 1] (``k / 255``) as it is drawn.
     """
 
     def __init__(self, data: Tensor, batch_size: int, seed: int, batches_drawn: int = 0) -> None:
@@ -446,7 +457,8 @@ class BatchStream:
             self._epoch = epoch
         idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
         self.batches_drawn += 1
-        return self.data[idx]
+        batch = self.data[idx]
+        return batch.to(torch.float32) / 255.0 if batch.dtype == torch.uint8 else batch
 
     def __iter__(self):
         return self

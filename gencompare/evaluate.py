@@ -9,8 +9,12 @@ Metrics (protocols.md):
 - the Parzen-window log-likelihood of Goodfellow et al. 2014 with its two sanity
   baselines (section 1), images only;
 - mode coverage: 2D mixtures (3a), MNIST classes (3b), Stacked MNIST's 1,000 modes (3c);
-- precision/recall, density/coverage and a Frechet distance on the tool's own digit
-  classifier's features (3d), images only.
+- precision/recall, density/coverage and a Frechet distance on the tool's own
+  classifier's features (3d), images only (the digit classifier, or for CIFAR-10 and
+  labelled image folders :mod:`gencompare.metrics.image_classifier`);
+- on 8-bit colour data (``bundle.bit_depth == 8``): Inception FID and IS (section 4),
+  or, without Inception's weights, the same statistics on the tool's classifier under
+  their own names (:mod:`gencompare.metrics.inception`).
 """
 from __future__ import annotations
 
@@ -24,15 +28,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from gencompare.build import build_model, prepare_data, resolve_device
-from gencompare.checkpoint import load_checkpoint
+from gencompare.build import load_run_model
 from gencompare.data import DataBundle
 from gencompare.errors import GencompareError
-from gencompare.metrics.classifier import get_classifier
+from gencompare.images import as_pixels
+from gencompare.metrics.image_classifier import classifier_for
+from gencompare.metrics.inception import fid_and_is
 from gencompare.metrics.features import density_coverage, frechet_distance, precision_recall
 from gencompare.metrics.mode_coverage import class_coverage, mixture_coverage, stacked_coverage
 from gencompare.metrics.parzen import parzen_evaluate, plot_sigma_selection, sanity_baselines
 from gencompare.models.base import GenerativeModel
+from gencompare.models.pixels import LOG_256, dequantization_note, dequantize
 from gencompare.record import RecordError, RunDir, RunMetrics, atomic_write_json, flatten, read_metrics, write_metrics
 from gencompare.terminal import console, table_console
 from gencompare.tracking import Tracker, make_tracker
@@ -63,7 +69,13 @@ def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int) -> 
 
 
 def test_likelihood(model: GenerativeModel, bundle: DataBundle, mcfg) -> dict[str, Any]:
-    """The family's own log-likelihood on the test split, in nats per example (NLL) and bits/dim."""
+    """The family's own log-likelihood on the test split, in nats per example (NLL) and bits/dim.
+
+    On 8-bit data (``bundle.bit_depth == 8``, not binarized) every family reports the NLL of
+    the discrete 8-bit images, under the one convention of :mod:`gencompare.models.pixels`:
+    a density (``model.discrete_likelihood`` False) is scored on uniformly dequantized
+    pixels plus D ln 256; ``dequantization`` in the result says which applied.
+    """
     kind = model.likelihood_kind
     if kind is None or not mcfg.likelihood.enabled:
         return {"kind": None, "note": f"{model.family} defines no likelihood" if kind is None else "disabled"}
@@ -74,13 +86,17 @@ def test_likelihood(model: GenerativeModel, bundle: DataBundle, mcfg) -> dict[st
     model.eval()
     values = []
     bs = int(mcfg.likelihood.batch_size)
+    d = math.prod(bundle.shape)
+    eight_bit = bundle.bit_depth == 8 and bundle.binarization == "none"
+    dequantized = eight_bit and not model.discrete_likelihood
     with torch.no_grad():
         for i in range(0, len(x), bs):
-            values.append(model.log_likelihood(x[i : i + bs]).double().cpu())
+            xb = dequantize(x[i : i + bs]) if dequantized else x[i : i + bs]
+            ll = model.log_likelihood(xb).double().cpu()
+            values.append(ll - d * LOG_256 if dequantized else ll)
     model.train(was_training)
     ll = torch.cat(values)
     nll = -ll
-    d = math.prod(bundle.shape)
     what = model.describe_likelihood() or {
         "nll_exact": "exact log-likelihood",
         "nll_iwae": f"importance-weighted estimate (IWAE, k={getattr(model, 'iwae_k', '?')})",
@@ -94,7 +110,9 @@ def test_likelihood(model: GenerativeModel, bundle: DataBundle, mcfg) -> dict[st
         "num_examples": len(nll),
         "binarization": bundle.binarization,
         "note": f"{what} on {len(nll)} test examples of {bundle.variant}, binarization {bundle.binarization}"
-        + (" (test set binarized once with a fixed seed)" if bundle.binarization in ("dynamic", "static") else ""),
+        + (" (test set binarized once with a fixed seed)" if bundle.binarization in ("dynamic", "static") else "")
+        + ("; bits/dim of the 8-bit pixels" if eight_bit else ""),
+        **({"dequantization": dequantization_note(not dequantized)} if eight_bit else {}),
     }
 
 
@@ -104,15 +122,16 @@ def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, ca
     path = cache_dir / key
     if path.is_file():
         return json.loads(path.read_text())
-    if len(cont.train) > n:
+    train = as_pixels(cont.train)  # 8-bit data keeps its training split as uint8
+    if len(train) > n:
         console.print(f"Parzen sanity baselines for {cont.variant} ({n} centres; k-means takes a while, cached after)")
-        results = sanity_baselines(cont.train, valid, test, n=n, sigmas=pc.sigmas, memory_budget_mb=pc.memory_budget_mb)
+        results = sanity_baselines(train, valid, test, n=n, sigmas=pc.sigmas, memory_budget_mb=pc.memory_budget_mb)
         out = {k: v.to_dict() for k, v in results.items()}
     else:
         # n k-means centroids of n images are the images themselves: the baseline would
         # repeat the train-images row, so it is omitted and the reason recorded
         g = torch.Generator().manual_seed(0)
-        centres = cont.train[torch.randperm(len(cont.train), generator=g)[:n].to(cont.train.device)]
+        centres = train[torch.randperm(len(train), generator=g)[:n].to(train.device)]
         out = {
             "train_images": parzen_evaluate(centres, valid, test, pc.sigmas,
                                             memory_budget_mb=pc.memory_budget_mb).to_dict(),
@@ -170,7 +189,7 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     if image and pc.enabled and final:
         valid, selected_on = cont.valid, "valid"
         if len(valid) == 0:
-            valid, selected_on = cont.train, "train (no validation split)"
+            valid, selected_on = as_pixels(cont.train), "train (no validation split)"
         valid = valid[: int(pc.num_valid)].to(device)
         test = cont.test if pc.num_test is None else cont.test[: int(pc.num_test)]
         test = test.to(device)
@@ -181,10 +200,11 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
         if pc.baselines:
             out["parzen_baselines"] = _baselines(cont, valid, test, pc, cache_dir)
 
+    clf, info = None, {}
     if bundle.coverage == "mixture":
         out["mode_coverage"] = mixture_coverage(samples, bundle.means.cpu(), bundle.std)
     elif mcfg.classifier.enabled and bundle.coverage in ("classes", "stacked"):
-        clf, info = get_classifier(cont, cache_dir, device=device, epochs=mcfg.classifier.epochs)
+        clf, info = classifier_for(cont, cache_dir, device=device, epochs=mcfg.classifier.epochs)
         out["classifier"] = {k: info[k] for k in ("test_accuracy", "meets_protocol", "feature_network",
                                                   "variant", "num_train", "required_accuracy") if k in info}
         fake = samples.to(device)
@@ -204,6 +224,11 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
                 "feature_network": info.get("feature_network"),
                 "num_real": m, "num_fake": m,
             }
+    if image and final and bundle.bit_depth == 8 and mcfg.get("fid_is") and mcfg.fid_is.enabled:
+        out["fid_is"] = fid_and_is(cont.train, samples, fcfg=mcfg.fid_is, device=device, classifier=clf,
+                                   classifier_name=info.get("feature_network"))
+        if out["fid_is"].get("fid") is None:
+            console.print(f"[bold yellow]warning:[/] {out['fid_is']['note']}")
     return out
 
 
@@ -257,6 +282,17 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
             table.add_row(key, _fmt(ft[key]), f"k={3 if key in ('precision', 'recall') else 5}, features: {ft.get('feature_network')}")
     if "frechet_distance" in ft:
         table.add_row(f"FD ({ft.get('feature_network')})", _fmt(ft["frechet_distance"], 2), "Frechet distance, not FID")
+    fi = metrics.get("fid_is") or {}
+    if fi.get("fid") is not None:
+        table.add_row("FID (Inception)", _fmt(fi["fid"], 2), f"{fi.get('feature_network')}; {fi.get('note', '')}")
+        table.add_row("IS (Inception)", f"{fi['inception_score']:.2f} ± {fi['inception_score_std']:.2f}",
+                      f"{fi.get('splits')} splits of {fi.get('num_fake')} samples")
+    elif fi.get("fd") is not None:
+        table.add_row(f"FD ({fi.get('feature_network')})", _fmt(fi["fd"], 2), fi.get("note", ""))
+        table.add_row(f"IS-like score ({fi.get('feature_network')})",
+                      f"{fi['classifier_score']:.2f} ± {fi['classifier_score_std']:.2f}", "not the Inception Score")
+    elif fi:
+        table.add_row("FID / IS", "none", fi.get("note", ""))
     clf = metrics.get("classifier") or {}
     if clf:
         ok = clf.get("meets_protocol")
@@ -295,21 +331,6 @@ def evaluate_after_training(cfg: DictConfig, model: GenerativeModel, bundle: Dat
 
 
 # --------------------------------------------------------------------- eval command
-def _load_run(run: RunDir, ckpt: Path | None):
-    if not run.path.is_dir():
-        raise GencompareError(f"run dir {run.path} does not exist")
-    ckpt_path = ckpt or run.checkpoint
-    if not ckpt_path.is_file():
-        raise GencompareError(f"{run.path} has no checkpoint ({ckpt_path} is missing); train it first")
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(checkpoint["config"]) if not run.config.is_file() else OmegaConf.load(run.config)
-    if checkpoint["family"] != cfg.model.name:
-        raise GencompareError(
-            f"{ckpt_path} holds a {checkpoint['family']} model but {run.path} was a {cfg.model.name} run"
-        )
-    return cfg, checkpoint
-
-
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     """``gencompare eval run=<run dir>``: rebuild the run's model and data from its config
     and checkpoint, compute every metric, merge them into its metrics.json and print them.
@@ -319,21 +340,10 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
             metrics.json that does not match the schema.
     """
     run = RunDir(cfg.run)
-    train_cfg, checkpoint = _load_run(run, Path(cfg.ckpt) if cfg.get("ckpt") else None)
-    check_metrics_config(cfg.metrics, train_cfg.dataset.get("kind", "image"))
-    device = resolve_device(cfg.device.name)
-    train_cfg.dataset.data_dir = cfg.paths.data_dir
-    bundle = prepare_data(train_cfg)
-    if bundle.variant != checkpoint.get("variant", bundle.variant):
-        raise GencompareError(f"the checkpoint was trained on {checkpoint['variant']}, but {bundle.variant} loads now")
-    model = build_model(train_cfg, bundle)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:
-        raise GencompareError(f"checkpoint does not fit the {train_cfg.model.name} model of {run.path}: "
-                              f"{str(exc).splitlines()[0]}") from None
-    model.to(device)
-    bundle.to(device)
+    train_cfg, checkpoint, bundle, model = load_run_model(
+        run.path, ckpt=cfg.get("ckpt"), trust=bool(cfg.get("trust_checkpoint", False)),
+        data_dir=cfg.paths.data_dir, device=cfg.device.name,
+        check=lambda run_cfg: check_metrics_config(cfg.metrics, run_cfg.dataset.get("kind", "image")))
     results = evaluate_model(cfg.metrics, model, bundle, run_dir=run.path, cache_dir=Path(cfg.paths.cache_dir),
                              seed=int(train_cfg.seed), final=True)
     if run.metrics.is_file():

@@ -40,18 +40,35 @@ __all__ = ["train", "load_checkpoint"]
 
 
 # ------------------------------------------------------------------------ helpers
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM outside the training loop (start-up, final grid, evaluation), or a
+    second Ctrl-C inside it. A BaseException, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM (the shell's convention)."""
+        return 128 + self.signum
+
+
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so an
-    interrupted run saves a checkpoint and closes its W&B run before exiting.
-    A second SIGINT aborts at once."""
+    """SIGINT/SIGTERM handling for the whole of ``train``. Inside the loop (:meth:`deferring`)
+    a signal only sets a flag that the loop checks after each step, so an interrupted run
+    saves a checkpoint and closes its W&B run before exiting; a second SIGINT aborts at
+    once. Anywhere else a signal raises :class:`Interrupted` at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.deferred = False
+        self.where = "during start-up, before any checkpoint; start the run again"  # said with the message
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):  # noqa: ARG002
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if not self.deferred or (self.signum is not None and signum == signal.SIGINT):
+            raise Interrupted(signum)
         self.signum = signum
 
     @contextmanager
@@ -66,6 +83,16 @@ class StopRequest:
         finally:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)
+
+    @contextmanager
+    def deferring(self):
+        self.deferred = True
+        try:
+            yield self
+        finally:
+            self.deferred = False
+        if self.signum is not None:  # arrived during the loop: the checkpoint is saved by now
+            raise Interrupted(self.signum)
 
 
 class LogWindow:
@@ -117,13 +144,20 @@ def _host_floats(values: list[Tensor | float]) -> list[float]:
     return [float(v) for v in values]
 
 
-def grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
-    """Total L2 norm of the gradients of ``params`` (a device tensor, no sync), clipping
-    them to ``max_norm`` first unless it is infinite (``trainer.grad_clip: null``)."""
-    if math.isinf(max_norm):
-        grads = [p.grad for p in params if p.grad is not None]
-        return torch.nn.utils.get_total_norm(grads)
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+def clip_and_measure(params: list[Tensor], max_norm: float, measure: bool) -> Tensor | None:
+    """Clip the gradients of ``params`` to total L2 norm ``max_norm`` (``trainer.grad_clip``;
+    infinite: no clipping) and return their norm before clipping when ``measure`` or when
+    clipping computed it anyway (a device tensor: no sync), else None.
+
+    The norm is measured at log steps only: on the small 2D networks the norm of every
+    step cost ~20 % of the step (benchmarks/runner.py), so the logged ``grad_norm/*`` is
+    the norm at the log step, not a mean over the steps since the last one.
+    """
+    if not math.isinf(max_norm):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if not measure:
+        return None
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def grid_samples(model: GenerativeModel, n: int, seed: int) -> Tensor:
@@ -167,10 +201,45 @@ def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
     if not run.checkpoint.is_file():
         raise GencompareError(f"trainer.resume=true but {run.checkpoint} does not exist; "
                               "point hydra.run.dir at the run dir to continue")
-    checkpoint = load_checkpoint(run.checkpoint)
+    checkpoint = load_checkpoint(run.checkpoint, trust=bool(cfg.get("trust_checkpoint", False)))
     if checkpoint["family"] != cfg.model.name:
         raise GencompareError(f"{run.checkpoint} holds a {checkpoint['family']} model, not {cfg.model.name}")
     return checkpoint
+
+
+def check_resume(checkpoint: dict[str, Any], cfg: DictConfig, bundle: DataBundle, run: RunDir,
+                 model: GenerativeModel) -> None:
+    """Refuse to continue a checkpoint on other data or another network.
+
+    Raises:
+        GencompareError: the dataset variant, the data shape or the architecture differs
+            from the checkpoint's (the family is checked on loading).
+    """
+    variant = checkpoint.get("variant")
+    if variant is not None and variant != bundle.variant:
+        raise GencompareError(f"{run.checkpoint} was trained on {variant}, not {bundle.variant}; "
+                              f"resume with its dataset or start a new run")
+    shape = checkpoint.get("data_shape")
+    if shape is not None and tuple(shape) != tuple(bundle.shape):
+        raise GencompareError(f"{run.checkpoint} was trained on data of shape {tuple(shape)}, not {tuple(bundle.shape)}")
+    saved, now = checkpoint.get("arch"), getattr(model, "arch", None)
+    if saved is not None and now is not None and saved != now:
+        raise GencompareError(f"{run.checkpoint} holds a {saved} network, not {now}; "
+                              "resume with the run's own model settings")
+    target = ((checkpoint.get("config") or {}).get("model") or {}).get("module", {}).get("_target_")
+    if target is not None and target != cfg.model.module.get("_target_"):
+        raise GencompareError(f"{run.checkpoint} holds a {target} model, not {cfg.model.module.get('_target_')}")
+
+
+def claim_run_dir(cfg: DictConfig, run: RunDir) -> RunDir:
+    """Make the run dir this run's own (:meth:`RunDir.claim`); when another run started in
+    the same second took it, say so and use the distinct dir it got."""
+    claimed = run.claim()
+    if claimed.path != run.path:
+        console.print(f"[yellow]{run.path} is taken by a run that started at the same time; this run uses "
+                      f"{claimed.path}[/]")
+        cfg.paths.output_dir = str(claimed.path)
+    return claimed
 
 
 # ---------------------------------------------------------------------- the loop
@@ -190,7 +259,11 @@ class Trainer:
         self.step, batches_drawn, self.time_before, self.wandb_id = 0, 0, 0.0, None
         self.eval_history: list[dict[str, Any]] = []
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
+            try:
+                model.load_state_dict(checkpoint["model"])
+            except RuntimeError as exc:
+                raise GencompareError(f"{run.checkpoint} does not fit this {cfg.model.name} model: "
+                                      f"{str(exc).splitlines()[0]}") from None
             for name, opt in self.optimizers.items():
                 opt.load_state_dict(checkpoint["optimizers"][name])
             self.step, batches_drawn = int(checkpoint["step"]), int(checkpoint["batches_drawn"])
@@ -198,15 +271,17 @@ class Trainer:
             set_rng_state(checkpoint["rng"])
             self.wandb_id = checkpoint.get("wandb_id")
             self.eval_history = list(checkpoint.get("eval_history", []))
+            self.last_logs = dict(checkpoint.get("last_logs", {}))
             console.print(f"resuming {run.checkpoint} at step {self.step}/{self.max_steps}")
         self.stream = BatchStream(bundle.train, int(self.t.batch_size), int(cfg.seed), batches_drawn)
-        self.start_step, self.start_batches = self.step, batches_drawn
+        self.start_batches = batches_drawn
         self.parameters = {name: count_parameters(net) for name, net in model.networks().items()}
         device = model.device
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.t.precision == "bf16" and device.type == "cuda" else nullcontext())
         self.window = LogWindow()
-        self.last_logs: dict[str, float] = {}
+        if checkpoint is None:
+            self.last_logs: dict[str, float] = {}
         self.tracker: Tracker = Tracker()
         self.grid_seed = int(cfg.seed) + 12345
         self.t0 = time.perf_counter()  # restarted when the loop starts
@@ -215,6 +290,7 @@ class Trainer:
     # -- one step: every optimizer in order (the GAN: k discriminator steps, then the generator)
     def training_step(self) -> None:
         logs: dict[str, Tensor | float] = {}
+        measure = self.log_due(self.step + 1)
         for name, opt in self.optimizers.items():
             for _ in range(int(self.repeats.get(name, 1))):
                 batch = next(self.stream)
@@ -224,16 +300,21 @@ class Trainer:
                     loss, step_logs = self.model.training_step(batch, name)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                norm = grad_norm(self.params_of[name], self.max_norm)
+                norm = clip_and_measure(self.params_of[name], self.max_norm, measure)
                 opt.step()
             logs.update(step_logs)
-            logs[f"grad_norm/{name}"] = norm
+            if measure:
+                logs[f"grad_norm/{name}"] = norm
         self.model.on_train_batch_end(self.step)
         self.step += 1
         self.window.add(self.step, loss, logs)
 
     def due(self, every: int | None) -> bool:
         return bool(every) and self.step % int(every) == 0
+
+    def log_due(self, step: int) -> bool:
+        """Whether ``step`` is a log step (every ``trainer.log_every`` and the last)."""
+        return step % int(self.t.log_every) == 0 or step == self.max_steps
 
     # -- the loop's duties
     def log(self, history) -> None:
@@ -244,8 +325,11 @@ class Trainer:
         record = {**{f"train/{k}": v for k, v in self.last_logs.items()},
                   "train/samples_per_s": rate, "train/epoch": self.stream.epoch}
         self.tracker.log(record, step=self.step)
-        history.write(history_line(self.step, record))
-        history.flush()
+        try:
+            history.write(history_line(self.step, record))
+            history.flush()
+        except OSError as exc:
+            raise GencompareError(f"cannot write {self.run.history}: {exc.strerror or exc}") from None
         shown = [k for k in self.last_logs if not k.startswith("grad_norm")][:4]
         self.stats = {**{k: self.last_logs[k] for k in shown}, "ex/s": rate}
 
@@ -273,7 +357,8 @@ class Trainer:
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "rng": rng_state(), "config": self.config, "train_time_s": self.time_before + self.elapsed(),
             "wandb_id": getattr(self.tracker, "run_id", None), "data_shape": list(self.bundle.shape),
-            "eval_history": self.eval_history,
+            "eval_history": self.eval_history, "last_logs": self.last_logs,
+            "arch": getattr(self.model, "arch", None),
         }, self.run.checkpoint)
 
     def elapsed(self) -> float:
@@ -285,11 +370,11 @@ class Trainer:
         self.stats = {}
         self.t0 = time.perf_counter()
         with TrainProgress(f"{self.cfg.model.name}/{self.bundle.variant}", last, self.step,
-                           enabled=bool(t.progress)) as progress:
+                           enabled=bool(t.progress)) as progress, stop.deferring():
             self.model.train()
             while self.step < last:
                 self.training_step()
-                if self.due(t.log_every) or self.step == last:
+                if self.log_due(self.step):
                     self.log(history)
                 if self.due(t.sample_every) and self.step != last:
                     self.write_grid(f"step_{self.step:07d}")
@@ -300,18 +385,19 @@ class Trainer:
                 progress.update(self.step, self.stats)
                 if stop.signum is not None:
                     break
-        self.loop_time = self.elapsed()  # steps/s counts the loop alone, not the final grid and evaluation
+            self.loop_time = self.elapsed()  # steps/s counts the loop alone, not the final grid and evaluation
 
     def record(self, final_grid) -> RunMetrics:
         """The run's facts for ``metrics.json`` (its evaluation is added by :func:`train`)."""
-        new_steps, session = self.step - self.start_step, max(self.loop_time, 1e-9)
+        # rates over the whole run: a run resumed only for its evaluation keeps its own
+        train_time = max(self.time_before + self.loop_time, 1e-9)
         return RunMetrics(
             status="finished", model=self.cfg.model.name, family=self.model.family, dataset=self.bundle.name,
             variant=self.bundle.variant, seed=int(self.cfg.seed), device=str(self.model.device),
             precision=str(self.t.precision), steps=self.step,
             epochs=self.stream.batches_drawn / max(1, self.stream.per_epoch), batch_size=int(self.t.batch_size),
-            train_time_s=self.time_before + self.loop_time, steps_per_s=new_steps / session,
-            samples_per_s=(self.stream.batches_drawn - self.start_batches) * int(self.t.batch_size) / session,
+            train_time_s=self.time_before + self.loop_time, steps_per_s=self.step / train_time,
+            samples_per_s=self.stream.batches_drawn * int(self.t.batch_size) / train_time,
             final_losses=self.last_logs, parameters=self.parameters, parameters_total=sum(self.parameters.values()),
             data=self.bundle.describe(), sample_grid=str(final_grid.relative_to(self.run.path)),
             checkpoint=RunDir.CHECKPOINT,
@@ -330,20 +416,37 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         GencompareError: bad input (values, device, data, resume state), reported by
             the CLI as one line; ``SystemExit(130 | 143)`` after SIGINT / SIGTERM, once
-            the checkpoint is saved.
+            the checkpoint is saved (anywhere from start-up to metrics.json).
     """
+    stop = StopRequest()
+    with stop.installed():  # SIGINT / SIGTERM from here to metrics.json: one line, exit 130 / 143
+        try:
+            return _train(cfg, stop)
+        except Interrupted as exc:
+            console.print(f"[yellow]interrupted ({exc}) {stop.where}[/]", highlight=False)
+            raise SystemExit(exc.exit_code) from None
+
+
+def _train(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
     # set up or resume: every check before anything is written
     _config.validate(cfg)
     if cfg.get("metrics"):
         check_metrics_config(cfg.metrics, cfg.dataset.kind)
     device = resolve_device(cfg.device.name)
     run = RunDir(run_dir_of(cfg))
+    run.check_folders()
     checkpoint = checkpoint_to_resume(cfg, run)
+    if checkpoint is None:
+        run = claim_run_dir(cfg, run)
     if cfg.trainer.precision == "bf16" and device.type != "cuda":
         console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
     seed_everything(int(cfg.seed))
     bundle = prepare_data(cfg)
     model = build_model(cfg, bundle).to(device)
+    if checkpoint is not None:
+        check_resume(checkpoint, cfg, bundle, run, model)
+    if cfg.trainer.get("compile"):
+        model.compile_networks()
     bundle.to(device)
     trainer = Trainer(cfg, model, bundle, run, checkpoint)
     save_run_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
@@ -352,7 +455,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for line in trim_history(run.history, trainer.step) if checkpoint is not None else []:
         console.print(f"[yellow]warning:[/] {line}")
 
-    stop = StopRequest()
+    resume_hint = f"continue with the same command plus hydra.run.dir={run.path} trainer.resume=true"
     with make_tracker(cfg.logger, run_dir=run.path, config=trainer.config,
                       default_name=f"{cfg.model.name}-{bundle.variant}-s{cfg.seed}", group=_config.sweep_group(),
                       tags=[cfg.model.name, bundle.name, bundle.variant, *cfg.tags],
@@ -360,20 +463,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.tracker = tracker
         tracker.summary({"data/variant": bundle.variant, **{f"parameters/{k}": v for k, v in trainer.parameters.items()}})
         # the loop
+        stop.where = f"at step {trainer.step}/{trainer.max_steps}; no new checkpoint; {resume_hint}"
         try:
-            with stop.installed(), run.history.open("a") as history:
+            with run.history.open("a") as history:
                 trainer.loop(stop, history)
-        except KeyboardInterrupt:  # a second Ctrl-C: out at once, no checkpoint
-            stop.signum = signal.SIGINT
-        if stop.signum is not None:
-            code = 128 + int(stop.signum)
+        except Interrupted:
+            saved = stop.signum is not None  # the first signal: the loop saved the checkpoint
             tracker.summary({"status": "interrupted", "train/steps": trainer.step})
-            console.print(f"[yellow]interrupted at step {trainer.step}/{trainer.max_steps}; checkpoint saved to "
-                          f"{run.checkpoint}; continue with the same command plus hydra.run.dir={run.path} "
-                          "trainer.resume=true[/]")
-            raise SystemExit(code)
+            stop.where = (f"at step {trainer.step}/{trainer.max_steps}; "
+                          f"{'checkpoint saved to ' + str(run.checkpoint) if saved else 'no new checkpoint'}; {resume_hint}")
+            raise
 
         # finish: the final grid, the evaluation, metrics.json
+        stop.where = (f"after training ({trainer.step} steps, checkpoint saved); {resume_hint} "
+                      "to draw the final grid and evaluate")
         metrics = trainer.record(trainer.write_grid("samples"))
         results = evaluate_after_training(cfg, model, bundle, run, tracker, trainer.step)
         metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None

@@ -45,8 +45,8 @@ class Tracker:
             code = 0
         elif issubclass(exc_type, SystemExit):
             code = exc.code if isinstance(exc.code, int) else 1
-        else:
-            code = 1
+        else:  # an interruption carries its exit code (130, 143); anything else is a failure
+            code = getattr(exc, "exit_code", 1)
         self.finish(exit_code=code)
 
 
@@ -77,6 +77,10 @@ def resolve_mode(mode: str) -> tuple[str, str | None]:
     return "offline", "W&B: no API key found, logging offline (upload later with `wandb sync <run dir>/wandb/offline-run-*`)"
 
 
+INIT_TIMEOUT_S = 10
+"""How long ``wandb.init`` may wait for the server before the run falls back to offline mode."""
+
+
 class WandbTracker(Tracker):
     """A W&B run whose files live in ``<run_dir>/wandb``."""
 
@@ -92,18 +96,36 @@ class WandbTracker(Tracker):
         mode, notice = resolve_mode(mode)
         if notice:
             console.print(f"[yellow]{notice}[/]")
-        (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
         try:
-            self._run = wandb.init(
-                project=project, entity=entity, name=name, group=group, tags=tags, config=config,
-                dir=str(run_dir), mode=mode, job_type=job_type, reinit="finish_previous",
-                id=resume_id, resume="allow" if resume_id else None,
-                settings=wandb.Settings(console="off", silent=True),
-            )
-            self.run_id = self._run.id
-            self.run_path = str(Path(self._run.dir).parent) if mode == "offline" else self._run.url
+            (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            console.print(f"[yellow]W&B: cannot create {run_dir / 'wandb'} ({exc.strerror or exc}); "
+                          "training continues without tracking[/]")
+            return
+        init = dict(project=project, entity=entity, name=name, group=group, tags=tags, config=config,
+                    dir=str(run_dir), job_type=job_type, reinit="finish_previous",
+                    id=resume_id, resume="allow" if resume_id else None)
+        try:
+            self._start(init, mode)
         except Exception as exc:  # noqa: BLE001 - tracking must never stop training
-            self._fail(exc)
+            if mode != "online":
+                self._fail(exc)
+                return
+            # the server did not answer within INIT_TIMEOUT_S: keep the run on disk instead
+            console.print(f"[yellow]W&B: no answer from the server in {INIT_TIMEOUT_S} s ({type(exc).__name__}); "
+                          "logging offline instead (upload later with `wandb sync <run dir>/wandb/offline-run-*`)[/]")
+            try:
+                self._start(init, "offline")
+            except Exception as exc2:  # noqa: BLE001
+                self._fail(exc2)
+
+    def _start(self, init: dict, mode: str) -> None:
+        self._run = self._wandb.init(
+            **init, mode=mode,
+            settings=self._wandb.Settings(console="off", silent=True, init_timeout=INIT_TIMEOUT_S),
+        )
+        self.run_id = self._run.id
+        self.run_path = str(Path(self._run.dir).parent) if mode == "offline" else self._run.url
 
     def _fail(self, exc: BaseException) -> None:
         console.print(f"[yellow]W&B failed ({type(exc).__name__}: {exc}); continuing without tracking[/]")

@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DigitClassifier", "train_classifier", "get_classifier", "classifier_key", "REQUIRED_ACCURACY"]
+from gencompare.images import as_pixels
+
+__all__ = ["DigitClassifier", "train_classifier", "get_classifier", "classifier_key", "has_digit_classifier",
+           "REQUIRED_ACCURACY"]
 
 #: protocols.md 3b: the digit classifier must reach this test accuracy.
 REQUIRED_ACCURACY = 0.98
@@ -52,6 +55,21 @@ _DEFAULT_EPOCHS = {"mnist": 3, "mnist-5k": 20, "fashion_mnist": 5}
 
 # MNIST pixel mean/std (of [0, 1] intensities) so callers pass raw [0, 1] images.
 _MEAN, _STD = 0.1307, 0.3081
+
+
+@torch.no_grad()
+def eval_batched(module: nn.Module, fn, x: Tensor, batch_size: int) -> Tensor:
+    """``fn`` over ``x`` in batches of ``batch_size``, with ``module`` in eval mode (restored
+    after) and no gradients; each batch goes to the module's device as float32 pixels in
+    [0, 1] (uint8 pixel values converted). Returns the concatenated outputs on the CPU."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    try:
+        out = [fn(as_pixels(x[i : i + batch_size].to(device)).to(torch.float32)) for i in range(0, len(x), batch_size)]
+    finally:
+        module.train(was_training)
+    return torch.cat(out).cpu() if out else torch.empty(0)
 
 
 class DigitClassifier(nn.Module):
@@ -124,16 +142,8 @@ class DigitClassifier(nn.Module):
             )
         return self.head(self.features(x))
 
-    @torch.no_grad()
     def _batched(self, fn, x: Tensor, batch_size: int) -> Tensor:
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        try:
-            out = [fn(x[i : i + batch_size].to(device, torch.float32)) for i in range(0, len(x), batch_size)]
-        finally:
-            self.train(was_training)
-        return torch.cat(out).cpu() if out else torch.empty(0)
+        return eval_batched(self, fn, x, batch_size)
 
     def predict(self, x: Tensor, *, batch_size: int = 1000) -> Tensor:
         """Predicted class ``(N,)`` int64 (CPU) of 1-channel images ``(N, 1, 28, 28)`` in [0, 1], in eval mode."""
@@ -254,6 +264,12 @@ def classifier_key(variant: str) -> str:
         ) from None
 
 
+def has_digit_classifier(variant: str) -> bool:
+    """Whether ``variant`` is labelled by this module's digit classifier (MNIST-like data);
+    other labelled images get :mod:`gencompare.metrics.image_classifier`'s."""
+    return variant in _KEYS
+
+
 def _unique_digits(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Distinct (image, label) pairs in a canonical (sorted) order.
 
@@ -286,6 +302,25 @@ def _save_atomic(obj: dict, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_cached(path: Path, matches, build) -> tuple[nn.Module | None, dict | None]:
+    """A classifier cached by :func:`_save_atomic` at ``path``: ``build(meta)`` loaded with
+    its weights when ``matches(meta)``; ``(None, meta)`` when it was trained otherwise and
+    ``(None, None)`` when absent or unreadable (with a warning): the caller retrains."""
+    if not path.is_file():
+        return None, None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        meta = blob["meta"]
+        if not matches(meta):
+            return None, meta
+        model = build(meta)
+        model.load_state_dict(blob["state_dict"])
+        return model, meta
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
+        warnings.warn(f"ignoring unreadable classifier cache {path}: {exc}", stacklevel=3)
+        return None, None
 
 
 def get_classifier(
@@ -336,17 +371,9 @@ def get_classifier(
         )
     epochs = _DEFAULT_EPOCHS[key] if epochs is None else int(epochs)
     path = Path(cache_dir) / f"classifier-{key}.pt"
-    model, meta = None, None
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            meta = blob["meta"]
-            if meta["epochs"] == epochs and meta["seed"] == seed and meta["key"] == key:
-                model = DigitClassifier(num_classes=meta["num_classes"], feature_dim=meta["feature_dim"])
-                model.load_state_dict(blob["state_dict"])
-        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
-            warnings.warn(f"ignoring unreadable classifier cache {path}: {exc}", stacklevel=2)
-            model = None
+    model, meta = load_cached(
+        path, lambda m: (m["epochs"], m["seed"], m["key"]) == (epochs, seed, key),
+        lambda m: DigitClassifier(num_classes=m["num_classes"], feature_dim=m["feature_dim"]))
     cached = model is not None
     if model is None:
         x, y = _unique_digits(*_digits_of(bundle, "train"))

@@ -40,6 +40,13 @@ class GenerativeModel(nn.Module, abc.ABC):
     #: "nll_exact" (NADE), "nll_iwae" (VAE estimate), "nll_bound" (DDPM
     #: variational bound), or None when the family has none (GAN).
     likelihood_kind: ClassVar[str | None] = None
+    #: Whether :meth:`log_likelihood` of images is a probability of the pixel values it is
+    #: given (Bernoulli, NADE, discretized decoders) rather than a density on [0, 1]^D
+    #: (RNADE, the continuous Bernoulli). On 8-bit data the evaluation scores a density on
+    #: dequantized pixels (:mod:`gencompare.models.pixels`) so that every family reports
+    #: bits/dim of the same discrete images. Families set it per instance where it depends
+    #: on the decoder.
+    discrete_likelihood: bool = False
 
     def __init__(self, *, data_shape: Sequence[int], binary: bool = False) -> None:
         super().__init__()
@@ -115,6 +122,19 @@ class GenerativeModel(nn.Module, abc.ABC):
     def networks(self) -> dict[str, nn.Module]:
         """Named sub-networks whose parameter counts are reported (default: the whole model)."""
         return {"model": self}
+
+    def compile_networks(self) -> list[str]:
+        """``torch.compile`` each network of :meth:`networks` in place (``Module.compile``:
+        the state_dict keeps its keys, so checkpoints are those of an uncompiled run);
+        ``trainer.compile=true``. Only calls through a network's ``forward`` are compiled
+        (the NADE family's autoregressive loops are methods, not ``forward``, and stay eager).
+
+        Returns:
+            The names of the compiled networks.
+        """
+        for net in self.networks().values():
+            net.compile()
+        return list(self.networks())
 
 
 def count_parameters(module: nn.Module) -> int:

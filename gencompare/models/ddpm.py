@@ -67,7 +67,11 @@ class DDPM(GenerativeModel):
         channel_mults: U-Net width per level, (1, 2, 2) = resolutions 28, 14, 7
             (Ho et al.: (1, 2, 2, 2) for 32x32).
         num_res_blocks: residual blocks per level (paper 2; default 1 for CPU time).
-        attention: self-attention at 7x7 and in the middle block (paper: at 16x16).
+        attention: self-attention at the lowest resolution (7x7 for MNIST) and in the
+            middle block; ignored when ``attention_resolutions`` is set.
+        attention_resolutions: the paper's layout instead: self-attention at these
+            feature-map sizes and always in the middle block (Ho et al.: ``(16,)`` on
+            32x32; official ``unet.py``). None (default): the ``attention`` switch.
         dropout: U-Net dropout (paper 0.1 on CIFAR-10; 0 by default because short
             CPU runs underfit rather than overfit).
         mlp_hidden, mlp_layers, time_embedding: the MLP denoiser for points
@@ -124,6 +128,7 @@ class DDPM(GenerativeModel):
         channel_mults: Sequence[int] = (1, 2, 2),
         num_res_blocks: int = 1,
         attention: bool = False,
+        attention_resolutions: Sequence[int] | None = None,
         dropout: float = 0.0,
         mlp_hidden: int = 256,
         mlp_layers: int = 3,
@@ -143,6 +148,7 @@ class DDPM(GenerativeModel):
         if len(self.data_shape) not in (1, 3):
             raise ValueError(f"data_shape must be (C, H, W) or (D,), got {self.data_shape}")
         self.is_image = len(self.data_shape) == 3
+        self.discrete_likelihood = self.is_image  # the discretized decoder (eq. 13): 8-bit probabilities
         self._optimizer_factory = optimizer
         self.num_timesteps = int(timesteps)
 
@@ -158,6 +164,8 @@ class DDPM(GenerativeModel):
                 num_res_blocks=int(num_res_blocks),
                 attention=bool(attention),
                 dropout=float(dropout),
+                attention_resolutions=attention_resolutions,
+                resolution=self.data_shape[1],
             )
         elif arch == "mlp":
             self.denoiser = MLPDenoiser(
@@ -363,6 +371,11 @@ class DDPM(GenerativeModel):
     def networks(self) -> dict[str, nn.Module]:
         """``{"denoiser": ...}``; the EMA copy has the same size and is not counted again."""
         return {"denoiser": self.denoiser}
+
+    def compile_networks(self) -> list[str]:
+        """The denoiser and its EMA copy, which samples and scores the bound."""
+        self.ema.compile()
+        return [*super().compile_networks(), "ema"]
 
     # -- sampling -----------------------------------------------------------
     @torch.no_grad()

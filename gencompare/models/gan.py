@@ -12,7 +12,8 @@ Four architectures (``arch``):
   z(100) -> 1200 ReLU -> 1200 ReLU -> D sigmoid; discriminator of two maxout
   layers (240 units x 5 pieces) and a sigmoid output, with dropout.
 - ``"dcgan"``: a small DCGAN pair (Radford et al. 2016) adapted from
-  pytorch/examples ``dcgan/main.py`` to 28x28 images (1 or 3 channels).
+  pytorch/examples ``dcgan/main.py`` to 28x28 images (1 or 3 channels); for 32x32
+  images (CIFAR-10; ``"auto"`` picks it) the 32x32 pair of :mod:`gencompare.models.conv32`.
 - ``"mlp2d"``: small ReLU MLPs for the 2D Gaussian mixtures, after the
   Unrolled GAN paper (Metz et al. 2017, Appendix A): generator with two hidden
   layers of 128 ReLU and a linear output; discriminator on inputs scaled by 1/4,
@@ -45,6 +46,8 @@ from torch.func import functional_call
 from torch.optim import Optimizer
 
 from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.conv32 import DCGAN32Discriminator, DCGAN32Generator
+from gencompare.models.conv32 import init_dcgan as _init_dcgan
 from gencompare.models.gan_remedies import MinibatchDiscrimination, pack, unrolled_parameters
 
 _ARCHS = ("auto", "mlp", "dcgan", "mlp2d", "pacgan2d")
@@ -76,16 +79,6 @@ def _init_uniform(module: nn.Module, irange: float) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.uniform_(m.weight, -irange, irange)
-            nn.init.zeros_(m.bias)
-
-
-def _init_dcgan(module: nn.Module) -> None:
-    """DCGAN init (Radford et al. 2016, Sec. 4): conv weights N(0, 0.02), BN scale N(1, 0.02)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
 
@@ -240,9 +233,9 @@ class GAN(GenerativeModel):
             continuous pixels in [0, 1] (``binarize: none`` in its config).
         generator_optimizer, discriminator_optimizer: Hydra ``_partial_``
             optimizer factories, ``factory(params) -> Optimizer``.
-        arch: ``"auto"`` (``"mlp2d"`` for points, ``"mlp"`` for images),
-            ``"mlp"``, ``"dcgan"`` (28x28 images only), ``"mlp2d"`` or ``"pacgan2d"``
-            (points only).
+        arch: ``"auto"`` (``"mlp2d"`` for points, ``"dcgan"`` for 32x32 images,
+            ``"mlp"`` for other images), ``"mlp"``, ``"dcgan"`` (28x28 or 32x32 images),
+            ``"mlp2d"`` or ``"pacgan2d"`` (points only).
         latent_dim: size of z ~ N(0, I). None: 100 for images (the paper's
             ``nvis: 100``) and 2 for points (the 2D latent of VEEGAN/PacGAN,
             whose 2D-mixture numbers protocols.md quotes).
@@ -284,7 +277,8 @@ class GAN(GenerativeModel):
         ValueError: unknown ``arch``, ``loss`` or ``updates``, ``k < 1``, ``pack < 1``,
             negative ``minibatch_kernels`` or ``unrolled_steps``, ``k > 1`` with
             simultaneous updates, a data shape that is neither ``(D,)`` nor ``(C, H, W)``,
-            ``"dcgan"`` on non-28x28 data or ``"pacgan2d"`` on images.
+            ``"dcgan"`` on images other than 28x28 and 32x32, ``"pacgan2d"`` on images, or
+            minibatch discrimination with the 32x32 DCGAN.
     """
 
     family = "gan"
@@ -340,9 +334,11 @@ class GAN(GenerativeModel):
             raise ValueError(f"unrolled_steps must be >= 0, got {unrolled_steps}")
         self.is_image = len(self.data_shape) == 3
         if arch == "auto":
-            arch = "mlp" if self.is_image else "mlp2d"
-        if arch == "dcgan" and not (self.is_image and self.data_shape[1:] == (28, 28)):
-            raise ValueError(f"arch 'dcgan' needs (C, 28, 28) images, got data_shape {self.data_shape}")
+            arch = ("dcgan" if self.data_shape[1:] == (32, 32) else "mlp") if self.is_image else "mlp2d"
+        if arch == "dcgan" and not (self.is_image and self.data_shape[1:] in ((28, 28), (32, 32))):
+            raise ValueError(f"arch 'dcgan' needs (C, 28, 28) or (C, 32, 32) images, got data_shape {self.data_shape}")
+        if arch == "dcgan" and self.data_shape[1:] == (32, 32) and minibatch_kernels:
+            raise ValueError("minibatch_kernels is implemented for the 28x28 DCGAN and the MLP discriminators")
         if arch == "pacgan2d" and self.is_image:
             raise ValueError(f"arch 'pacgan2d' is PacGAN's network for points, got data_shape {self.data_shape}")
         self.arch = arch
@@ -383,6 +379,10 @@ class GAN(GenerativeModel):
             )
             _init_uniform(disc, 0.005)  # mnist.yaml: discriminator irange .005
             self.discriminator = _LogitHead(disc)
+        elif arch == "dcgan" and self.data_shape[1:] == (32, 32):
+            c = self.data_shape[0]
+            self.generator = DCGAN32Generator(latent_dim=z, channels=c, width=dcgan_width)
+            self.discriminator = DCGAN32Discriminator(channels=c * m, width=dcgan_width)
         elif arch == "dcgan":
             c = self.data_shape[0]
             self.generator = DCGANGenerator(latent_dim=z, channels=c, width=dcgan_width)

@@ -227,6 +227,8 @@ class NADE(_Autoregressive):
             unknown ``order``.
     """
 
+    discrete_likelihood = True  # a probability of the binary pixels
+
     def __init__(
         self,
         *,

@@ -2,8 +2,9 @@
 
 - :class:`UNet`: the U-Net of Ho et al. (2020, Appendix B; official code
   ``diffusion_tf/models/unet.py``), a PixelCNN++-style backbone with
-  GroupNorm, residual blocks and a Transformer sinusoidal time embedding,
-  scaled down to 28x28 images (resolutions 28 -> 14 -> 7).
+  GroupNorm, residual blocks and a Transformer sinusoidal time embedding; by
+  default scaled down (28 -> 14 -> 7 for MNIST), at full size for CIFAR-10
+  with ``attention_resolutions`` (``conf/experiment/ddpm_cifar10.yaml``).
 - :class:`MLPDenoiser`: a residual MLP for low-dimensional points (the 2D
   mixtures ring8 and grid25).
 
@@ -112,6 +113,11 @@ class UNet(nn.Module):
     middle; off by default because on CPU it costs time and 28x28 digits do
     not need the long-range mixing.
 
+    ``attention_resolutions`` switches to the official layout
+    (``diffusion_tf/models/unet.py``): self-attention after every residual block of a
+    level whose feature maps have one of those sizes (``(16,)`` for CIFAR-10), and always
+    in the middle block; ``attention`` is then ignored.
+
     Args:
         in_channels: image channels C (1 for MNIST, 3 for Stacked MNIST).
         base_channels: width of the first level (Ho et al.: 128 on CIFAR-10).
@@ -119,6 +125,9 @@ class UNet(nn.Module):
         num_res_blocks: residual blocks per level on the way down (Ho et al.: 2).
         attention: self-attention at the lowest resolution and the middle.
         dropout: dropout in the residual blocks (Ho et al.: 0.1 on CIFAR-10).
+        attention_resolutions: feature-map sizes with self-attention (Ho et al.: (16,)
+            on 32x32), or None for the ``attention`` switch.
+        resolution: input height and width; needed with ``attention_resolutions``.
 
     Shapes: ``forward(x (B, C, H, W), t (B,)) -> (B, C, H, W)``; H and W must be
     divisible by ``2 ** (len(channel_mults) - 1)``.
@@ -133,6 +142,8 @@ class UNet(nn.Module):
         num_res_blocks: int = 1,
         attention: bool = False,
         dropout: float = 0.0,
+        attention_resolutions: Sequence[int] | None = None,
+        resolution: int | None = None,
     ) -> None:
         super().__init__()
         mults = tuple(int(m) for m in channel_mults)
@@ -141,6 +152,14 @@ class UNet(nn.Module):
                 f"UNet needs channel_mults non-empty, base_channels >= 4, num_res_blocks >= 1; "
                 f"got {mults}, {base_channels}, {num_res_blocks}"
             )
+        if attention_resolutions is not None and resolution is None:
+            raise ValueError("UNet attention_resolutions needs the input resolution")
+        attn_sizes = None if attention_resolutions is None else {int(r) for r in attention_resolutions}
+
+        def attends(level: int) -> bool:
+            if attn_sizes is None:
+                return attention and level == len(mults) - 1
+            return int(resolution) // 2**level in attn_sizes  # type: ignore[arg-type]
         self.base_channels = base_channels
         self.num_levels = len(mults)
         temb_dim = 4 * base_channels
@@ -159,7 +178,7 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks):
                 blocks.append(ResBlock(in_ch=ch, out_ch=out_ch, temb_dim=temb_dim, dropout=dropout))
                 ch = out_ch
-                if attention and level == len(mults) - 1:
+                if attends(level):
                     blocks.append(AttnBlock(ch))
                 skip_chs.append(ch)
             if level != len(mults) - 1:
@@ -168,7 +187,7 @@ class UNet(nn.Module):
             self.down.append(blocks)
 
         self.mid1 = ResBlock(in_ch=ch, out_ch=ch, temb_dim=temb_dim, dropout=dropout)
-        self.mid_attn = AttnBlock(ch) if attention else nn.Identity()
+        self.mid_attn = AttnBlock(ch) if attention or attn_sizes is not None else nn.Identity()
         self.mid2 = ResBlock(in_ch=ch, out_ch=ch, temb_dim=temb_dim, dropout=dropout)
 
         self.up = nn.ModuleList()
@@ -180,7 +199,7 @@ class UNet(nn.Module):
                     ResBlock(in_ch=ch + skip_chs.pop(), out_ch=out_ch, temb_dim=temb_dim, dropout=dropout)
                 )
                 ch = out_ch
-                if attention and level == len(mults) - 1:
+                if attends(level):
                     blocks.append(AttnBlock(ch))
             if level != 0:
                 blocks.append(nn.Upsample(scale_factor=2, mode="nearest"))

@@ -14,6 +14,11 @@ depends on the data:
   grey values is not normalised. A Gaussian with a learned per-pixel scale was
   rejected: MNIST's always-zero border pixels let that scale shrink without
   bound, so the likelihood diverges;
+- 8-bit colour images at 32x32 (``arch="conv32"``, which ``"auto"`` picks for
+  CIFAR-10): a *discretized logistic* per pixel (Kingma et al. 2016, IAF, section 5.2),
+  a probability of the 256 pixel levels, so the IWAE estimate is a log-probability of
+  the 8-bit image and its bits/dim sits in one column with the DDPM's
+  (:mod:`gencompare.models.pixels`);
 - points (``(D,)`` data): Gaussian with mean and log-variance output by the
   decoder.
 
@@ -32,8 +37,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.pixels import discretized_logistic_log_likelihood
 
-_ARCHS = ("auto", "mlp", "conv", "mlp2d")
+_ARCHS = ("auto", "mlp", "conv", "conv32", "mlp2d")
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _LOG_2PI = math.log(2.0 * math.pi)
 # Lower bound on the point decoder's log-variance: ring8 modes have std 0.01
@@ -129,10 +135,13 @@ class VAE(GenerativeModel):
         binary: True for {0, 1} images (Bernoulli decoder); False for pixels in
             [0, 1] (continuous Bernoulli decoder) or points (Gaussian decoder).
         optimizer: Hydra ``_partial_`` optimizer factory ``factory(params)``.
-        arch: ``"auto"`` (``"mlp"`` for images, ``"mlp2d"`` for points),
-            ``"mlp"``, ``"conv"`` (28x28 images only) or ``"mlp2d"``.
+        arch: ``"auto"`` (``"conv32"`` for 32x32 images, ``"mlp"`` for other
+            images, ``"mlp2d"`` for points), ``"mlp"``, ``"conv"`` (28x28 images
+            only), ``"conv32"`` (32x32 images only; discretized logistic decoder
+            unless ``binary``) or ``"mlp2d"``.
         latent_dim: size of z. None: 20 for images (one of Kingma & Welling's
-            MNIST settings, Fig. 2) and 2 for points.
+            MNIST settings, Fig. 2), 64 for ``"conv32"`` (natural images need more
+            than digits) and 2 for points.
         hidden_sizes: hidden widths of the MLP encoder (the decoder mirrors
             them). None: ``(500,)`` for ``"mlp"`` (Kingma & Welling 2014,
             Sec. 5: 500 hidden units for MNIST) and ``(128, 128)`` for
@@ -144,7 +153,8 @@ class VAE(GenerativeModel):
             (5000, the test-time value of Burda et al. 2016, Sec. 5).
         iwae_chunk: samples evaluated at once; memory grows as
             ``iwae_chunk * B * D`` floats.
-        conv_width: channels of the first ``"conv"`` layer (the second has twice).
+        conv_width: channels of the first ``"conv"`` / ``"conv32"`` layer (then 2x, 4x).
+        conv_hidden: width of the fully connected layer of ``"conv"`` / ``"conv32"``.
 
     Raises:
         ValueError: unknown ``arch`` or ``activation``, a data shape neither
@@ -168,6 +178,7 @@ class VAE(GenerativeModel):
         iwae_k: int = 5000,
         iwae_chunk: int = 500,
         conv_width: int = 32,
+        conv_hidden: int = 256,
     ) -> None:
         super().__init__(data_shape=data_shape, binary=binary)
         if len(self.data_shape) not in (1, 3):
@@ -184,21 +195,36 @@ class VAE(GenerativeModel):
         if self.binary and not self.is_image:
             raise ValueError("binary=True is for images; points use the Gaussian decoder")
         if arch == "auto":
-            arch = "mlp" if self.is_image else "mlp2d"
+            arch = ("conv32" if self.data_shape[1:] == (32, 32) else "mlp") if self.is_image else "mlp2d"
         if arch == "conv" and not (self.is_image and self.data_shape[1:] == (28, 28)):
             raise ValueError(f"arch 'conv' needs (C, 28, 28) images, got data_shape {self.data_shape}")
+        if arch == "conv32" and not (self.is_image and self.data_shape[1:] == (32, 32)):
+            raise ValueError(f"arch 'conv32' needs (C, 32, 32) images, got data_shape {self.data_shape}")
         self.arch = arch
-        self.latent_dim = int(latent_dim) if latent_dim is not None else (20 if self.is_image else 2)
+        # what p(x|z) is, and so whether log_likelihood is a probability of the pixel values
+        self.pixel_decoder = ("gaussian" if not self.is_image else "bernoulli" if self.binary else
+                              "discretized_logistic" if arch == "conv32" else "continuous_bernoulli")
+        self.discrete_likelihood = self.pixel_decoder in ("bernoulli", "discretized_logistic")
+        default_latent = (64 if arch == "conv32" else 20) if self.is_image else 2
+        self.latent_dim = int(latent_dim) if latent_dim is not None else default_latent
         self.iwae_k, self.iwae_chunk = int(iwae_k), int(iwae_chunk)
         self._optimizer = optimizer
         # Bernoulli and continuous Bernoulli need one logit per pixel; the point
         # decoder outputs a mean and a log-variance per coordinate.
         out_dim = self.data_dim if self.is_image else 2 * self.data_dim
 
-        if arch == "conv":
+        if arch == "conv32":
+            from gencompare.models.conv32 import ConvDecoder32, ConvEncoder32
+
             c = self.data_shape[0]
-            self.encoder = ConvEncoder(channels=c, latent_dim=self.latent_dim, width=conv_width)
-            self.decoder = ConvDecoder(channels=c, latent_dim=self.latent_dim, width=conv_width)
+            size = dict(latent_dim=self.latent_dim, width=conv_width, hidden=conv_hidden)
+            self.encoder = ConvEncoder32(channels=c, **size)
+            # a location and a log-scale per pixel, or one Bernoulli logit
+            self.decoder = ConvDecoder32(out_channels=c if self.binary else 2 * c, **size)
+        elif arch == "conv":
+            c = self.data_shape[0]
+            self.encoder = ConvEncoder(channels=c, latent_dim=self.latent_dim, width=conv_width, hidden=conv_hidden)
+            self.decoder = ConvDecoder(channels=c, latent_dim=self.latent_dim, width=conv_width, hidden=conv_hidden)
         else:
             if hidden_sizes is None:
                 hidden_sizes = (500,) if arch == "mlp" else (128, 128)
@@ -219,10 +245,13 @@ class VAE(GenerativeModel):
         return mu, logvar
 
     def _decode(self, z: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        """Decoder parameters for ``z`` ``(..., latent_dim)``: logits ``(..., D)``, or
-        mean and log-variance ``(..., D)`` each for points."""
+        """Decoder parameters for ``z`` ``(..., latent_dim)``: logits ``(..., D)``;
+        location and log-scale ``(..., D)`` each for the discretized logistic; mean and
+        log-variance ``(..., D)`` each for points."""
         lead = z.shape[:-1]
         out = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*lead, -1)
+        if self.pixel_decoder == "discretized_logistic":
+            return out.chunk(2, dim=-1)
         if self.is_image:
             return out
         mean, raw = out.chunk(2, dim=-1)
@@ -239,6 +268,9 @@ class VAE(GenerativeModel):
             ``(S, B)`` log-likelihoods.
         """
         params = self._decode(z)
+        if self.pixel_decoder == "discretized_logistic":
+            loc, log_scale = params
+            return discretized_logistic_log_likelihood(x_flat, mean=loc, log_scale=log_scale).sum(-1)
         if self.is_image:
             logits = params
             target = x_flat.expand_as(logits)
@@ -337,7 +369,8 @@ class VAE(GenerativeModel):
         """``n`` samples ``(n, *data_shape)`` with z ~ N(0, I).
 
         Images: the decoder mean in [0, 1] (Bernoulli probabilities, or the
-        continuous Bernoulli mean, which differs from sigmoid(logits)). Points: a
+        continuous Bernoulli mean, which differs from sigmoid(logits); for the
+        discretized logistic its location clamped to [0, 1]). Points: a
         draw from the Gaussian decoder.
         """
         was_training = self.training
@@ -345,7 +378,9 @@ class VAE(GenerativeModel):
         try:
             z = torch.randn(n, self.latent_dim, device=self.device)
             params = self._decode(z)
-            if self.is_image:
+            if self.pixel_decoder == "discretized_logistic":
+                x = params[0].clamp(0.0, 1.0)  # the location; the edge bins hold the mass outside [0, 1]
+            elif self.is_image:
                 x = torch.sigmoid(params) if self.binary else continuous_bernoulli_mean(params)
             else:
                 mean, logvar = params

@@ -28,9 +28,11 @@ from gencompare.record.layout import (
     flatten,
     history_line,
     lookup,
+    read_failure,
     select_metric,
     to_json,
     trim_history,
+    write_failure,
 )
 from gencompare.record.schema import (
     EVALUATION_KEYS,
@@ -39,6 +41,7 @@ from gencompare.record.schema import (
     Classifier,
     Evaluation,
     Features,
+    FidIs,
     Likelihood,
     MixtureCoverage,
     ModeCoverage,
@@ -53,7 +56,7 @@ from gencompare.record.schema import (
 
 __all__ = [
     "SCHEMA_VERSION", "EVALUATION_KEYS", "RunDir", "atomic_write", "atomic_write_json", "to_json", "flatten",
-    "history_line", "trim_history", "lookup", "select_metric", "finite_or_none", "RecordError", "Likelihood",
+    "history_line", "trim_history", "write_failure", "read_failure", "lookup", "select_metric", "finite_or_none", "RecordError", "Likelihood",
     "Parzen", "MixtureCoverage", "ClassCoverage", "StackedCoverage", "ModeCoverage", "Classifier", "Features",
-    "Evaluation", "RunMetrics", "read_metrics", "write_metrics", "schema_has",
+    "FidIs", "Evaluation", "RunMetrics", "read_metrics", "write_metrics", "schema_has",
 ]

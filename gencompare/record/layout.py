@@ -83,26 +83,73 @@ class RunDir:
     def wandb_dir(self) -> Path:
         return self.path / self.WANDB
 
+    CLAIM = ".gencompare-run"
+    FAILURE = "failed.json"
+
+    @property
+    def failure(self) -> Path:
+        """``failed.json``: a sweep job that failed says why here (:func:`write_failure`)."""
+        return self.path / self.FAILURE
+
+    def claim(self) -> "RunDir":
+        """Create ``<dir>/.gencompare-run`` exclusively (``O_EXCL``), so that two runs started
+        in the same second never share a dir: when the file exists already, the next free
+        ``<dir>_1``, ``<dir>_2``, ... is claimed instead. Returns the claimed dir."""
+        for i in range(1000):
+            candidate = self.path if i == 0 else self.path.with_name(f"{self.path.name}_{i}")
+            candidate.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(candidate / self.CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return RunDir(candidate)
+        raise GencompareError(f"no free run dir next to {self.path} (1,000 taken)")
+
+    def check_folders(self) -> None:
+        """Fail before any work when a file stands where the run needs a folder.
+
+        Raises:
+            GencompareError: naming the path.
+        """
+        for p in (self.path, self.checkpoints_dir, self.samples_dir, self.wandb_dir):
+            if p.exists() and not p.is_dir():
+                raise GencompareError(f"{p} is a file where gencompare needs a folder; move it away or choose "
+                                      "another hydra.run.dir")
+
     def holds_run(self) -> bool:
         """True when a run was started here (a checkpoint or a metrics.json exists)."""
         return self.checkpoint.exists() or self.metrics.exists()
 
     def looks_like_run(self) -> bool:
         """True for a folder ``compare`` should report: metrics, config or checkpoints present."""
-        return self.metrics.is_file() or self.config.is_file() or self.checkpoints_dir.is_dir()
+        return (self.metrics.is_file() or self.config.is_file() or self.checkpoints_dir.is_dir()
+                or self.failure.is_file())
 
 
 # ------------------------------------------------------------------- writing
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``,
     so a crash or a signal mid-write never leaves a truncated file. The temp file is
-    removed if ``write`` fails."""
+    removed if ``write`` fails.
+
+    Raises:
+        GencompareError: an ``OSError`` (ENOSPC, EACCES, ...) in one line naming ``path``;
+            the file at ``path`` is then unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GencompareError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, read-only, permissions: the old file stays as it was
+        tmp.unlink(missing_ok=True)
+        raise GencompareError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -150,6 +197,21 @@ def flatten(node: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[s
         elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
             flat[name] = value
     return flat
+
+
+def write_failure(run: RunDir, error: str, overrides: list[str] | None) -> Path:
+    """Record in ``run``'s ``failed.json`` that its job failed: the one-line error and the
+    job's overrides (so that ``compare`` lists it as failed)."""
+    return atomic_write_json({"status": "failed", "error": error, "overrides": overrides or []}, run.failure)
+
+
+def read_failure(run: RunDir) -> str | None:
+    """The one-line error of a failed job, or None when ``run`` did not fail."""
+    try:
+        data = json.loads(run.failure.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(data.get("error", "failed")) if isinstance(data, dict) else None
 
 
 def history_line(step: int, scalars: Mapping[str, Any]) -> str:

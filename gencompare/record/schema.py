@@ -15,7 +15,8 @@ from gencompare.errors import GencompareError
 from gencompare.record.layout import atomic_write_json
 
 SCHEMA_VERSION = 2
-"""Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same."""
+"""Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same.
+Optional blocks added since (older files simply lack them): ``fid_is``, ``likelihood.dequantization``."""
 
 
 
@@ -152,6 +153,8 @@ class Likelihood(_Block):
     bits_per_dim: Optional[float] = None
     num_examples: Optional[int] = None
     binarization: Optional[str] = None
+    #: 8-bit data only: how bits/dim of the 8-bit pixels was obtained (gencompare.models.pixels)
+    dequantization: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -193,15 +196,22 @@ class MixtureCoverage(_Block):
 
 
 @dataclass
-class ClassCoverage(_Block):
-    """MNIST-like classes (protocols.md 3b): classes covered, KL to the data's classes and to uniform (nats)."""
+class _ClassifiedCoverage(_Block):
+    """What class and Stacked MNIST coverage share: the histogram of the classifier's labels
+    of the samples and its KL to uniform and to the data's own histogram (nats)."""
 
-    classes_covered: int
-    num_classes: int
     kl_to_uniform: float
     kl_to_data: Optional[float]
     counts: list[int]
     num_samples: int
+
+
+@dataclass
+class ClassCoverage(_ClassifiedCoverage):
+    """MNIST-like classes (protocols.md 3b): classes covered, KL to the data's classes and to uniform (nats)."""
+
+    classes_covered: int
+    num_classes: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -210,15 +220,11 @@ class ClassCoverage(_Block):
 
 
 @dataclass
-class StackedCoverage(_Block):
+class StackedCoverage(_ClassifiedCoverage):
     """Stacked MNIST's 1,000 modes (protocols.md 3c)."""
 
     modes_covered: int
     num_modes: int
-    kl_to_uniform: float
-    kl_to_data: Optional[float]
-    counts: list[int]
-    num_samples: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -258,6 +264,29 @@ class Features(_Block):
 
 
 @dataclass
+class FidIs(_Block):
+    """8-bit colour images (protocols.md section 4): ``fid`` and ``inception_score`` (mean and
+    std over ``splits``) on Inception-v3, or, without its weights, the same statistics on the
+    tool's classifier as ``fd`` and ``classifier_score``; ``feature_network`` names the
+    network either way (None: neither was available, ``note`` says why). FID against
+    ``num_real`` images of ``real_split``."""
+
+    feature_network: Optional[str]
+    num_real: int
+    num_fake: int
+    fid: Optional[float] = None
+    inception_score: Optional[float] = None
+    inception_score_std: Optional[float] = None
+    fd: Optional[float] = None
+    classifier_score: Optional[float] = None
+    classifier_score_std: Optional[float] = None
+    splits: Optional[int] = None
+    real_split: Optional[str] = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Evaluation(_Block):
     """What one evaluation measured (``evaluate_model``): written at the top level of
     ``metrics.json``; an intermediate one (``trainer.eval_every``) also carries ``step``."""
@@ -271,6 +300,7 @@ class Evaluation(_Block):
     mode_coverage: Optional[ModeCoverage] = None
     classifier: Optional[Classifier] = None
     features: Optional[Features] = None
+    fid_is: Optional[FidIs] = None
     step: Optional[int] = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gencompare.record import RecordError, RunDir, finite_or_none, lookup, read_metrics
+from gencompare.record import RecordError, RunDir, finite_or_none, lookup, read_failure, read_metrics
 
 # What Hydra writes at the top of a sweep (multirun) dir: the sweep's command line.
 HYDRA_MULTIRUN = "multirun.yaml"
@@ -146,6 +146,9 @@ def load_run(run_dir: Path) -> tuple[Run | None, list[str]]:
         config.yaml).
     """
     files = RunDir(run_dir)
+    failure = read_failure(files)
+    if failure is not None and not files.metrics.is_file():
+        return None, [f"{run_dir}: FAILED: {failure}"]
     if not files.metrics.is_file():
         hint = (f"; score its checkpoint with `gencompare eval run={run_dir}`"
                 if files.checkpoint.is_file() else "")

@@ -58,6 +58,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("density", "features.density", "density", _IMAGES),
     Metric("coverage", "features.coverage", "coverage", _IMAGES),
     Metric("frechet_distance", "features.frechet_distance", "FD", _IMAGES),
+    # 8-bit colour data: Inception's FID and IS, or the same on the tool's classifier (never mixed)
+    Metric("fid", "fid_is.fid", "FID (Inception)", _IMAGES),
+    Metric("inception_score", "fid_is.inception_score", "IS (Inception)", _IMAGES),
+    Metric("fd_train", "fid_is.fd", "FD vs train (classifier)", _IMAGES),
     Metric("parameters", "parameters_total", "parameters", fmt=fmt_count),
     Metric("train_time_s", "train_time_s", "train time", fmt=fmt_seconds),
     Metric("sample_time_1000_s", "sample_time_1000_s", "1k samples", fmt=fmt_seconds),
@@ -65,7 +69,8 @@ METRICS: tuple[Metric, ...] = (
 # metrics shown in the per-variant tables (the stderr / sigma columns are CSV-only)
 TABLE_METRICS = ("parzen_ll", "nll", "modes_captured", "high_quality_pct", "reverse_kl", "classes_covered",
                  "modes_covered", "kl_to_data", "kl_to_uniform", "precision", "recall", "density", "coverage",
-                 "frechet_distance", "parameters", "steps", "train_time_s", "sample_time_1000_s")
+                 "frechet_distance", "fid", "inception_score", "fd_train", "parameters", "steps", "train_time_s",
+                 "sample_time_1000_s")
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 
