@@ -190,7 +190,7 @@ def test_resume_refuses_a_checkpoint_of_another_family(tmp_path, data_dir):
 
 @pytest.mark.parametrize("line, expected", [
     ("gencompare tr", {"train"}),
-    ("gencompare train model=", {"model=gan", "model=vae", "model=nade", "model=ddpm"}),
+    ("gencompare train model=", {"model=gan", "model=vae", "model=nade", "model=ddpm", "model=pacgan2d"}),
     ("gencompare train model=vae trainer.max_s", {"trainer.max_steps="}),
 ])
 def test_shell_completion_knows_the_subcommands(line, expected, tmp_path, data_dir):
