@@ -237,6 +237,9 @@ def test_vae_training_step_logs_are_consistent():
     vae = make_vae((1, 28, 28), binary=True)
     assert list(vae.configure_optimizers()) == ["model"]
     loss, logs = vae.training_step(torch.bernoulli(torch.rand(16, 1, 28, 28)), "model")
+    # detached scalar tensors: the runner reads them on the host only at log steps
+    assert all(v.ndim == 0 and not v.requires_grad for v in logs.values())
+    logs = {k: float(v) for k, v in logs.items()}
     assert logs["elbo"] == pytest.approx(-loss.item())
     assert logs["elbo"] == pytest.approx(-(logs["recon"] + logs["kl"]), rel=1e-5)
     assert logs["kl"] >= 0
