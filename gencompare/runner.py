@@ -280,6 +280,11 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.t.precision == "bf16" and device.type == "cuda" else nullcontext())
         self.window = LogWindow()
+        # the loop's intervals as plain ints: a DictConfig lookup per step costs more than the check
+        metrics_on = bool(cfg.get("metrics") and cfg.metrics.enabled)
+        self.every = {"log": int(self.t.log_every), "sample": int(self.t.sample_every),
+                      "checkpoint": int(self.t.checkpoint_every),
+                      "eval": int(self.t.eval_every) if self.t.eval_every and metrics_on else 0}
         if checkpoint is None:
             self.last_logs: dict[str, float] = {}
         self.tracker: Tracker = Tracker()
@@ -310,11 +315,11 @@ class Trainer:
         self.window.add(self.step, loss, logs)
 
     def due(self, every: int | None) -> bool:
-        return bool(every) and self.step % int(every) == 0
+        return bool(every) and self.step % every == 0
 
     def log_due(self, step: int) -> bool:
         """Whether ``step`` is a log step (every ``trainer.log_every`` and the last)."""
-        return step % int(self.t.log_every) == 0 or step == self.max_steps
+        return step % self.every["log"] == 0 or step == self.max_steps
 
     # -- the loop's duties
     def log(self, history) -> None:
@@ -366,21 +371,21 @@ class Trainer:
 
     def loop(self, stop: StopRequest, history) -> None:
         """Train to ``max_steps`` or until a stop is requested (the checkpoint is then saved)."""
-        t, last = self.t, self.max_steps
+        every, last = self.every, self.max_steps
         self.stats = {}
         self.t0 = time.perf_counter()
         with TrainProgress(f"{self.cfg.model.name}/{self.bundle.variant}", last, self.step,
-                           enabled=bool(t.progress)) as progress, stop.deferring():
+                           enabled=bool(self.t.progress)) as progress, stop.deferring():
             self.model.train()
             while self.step < last:
                 self.training_step()
                 if self.log_due(self.step):
                     self.log(history)
-                if self.due(t.sample_every) and self.step != last:
+                if self.due(every["sample"]) and self.step != last:
                     self.write_grid(f"step_{self.step:07d}")
-                if self.due(t.eval_every) and self.step != last and self.cfg.metrics.enabled:
+                if self.due(every["eval"]) and self.step != last:
                     self.evaluate()
-                if self.due(t.checkpoint_every) or self.step == last or stop.signum is not None:
+                if self.due(every["checkpoint"]) or self.step == last or stop.signum is not None:
                     self.save_checkpoint()
                 progress.update(self.step, self.stats)
                 if stop.signum is not None:
