@@ -278,11 +278,11 @@ def test_unrolled_generator_gradient_matches_finite_differences(k, float64):
         with torch.no_grad():
             for p, d in zip(params, v):
                 p.add_(eps * d)
-        up = float(g_loss())
+        up = float(g_loss().detach())
         with torch.no_grad():
             for p, d in zip(params, v):
                 p.sub_(2 * eps * d)
-        down = float(g_loss())
+        down = float(g_loss().detach())
         with torch.no_grad():
             for p, d in zip(params, v):
                 p.add_(eps * d)
