@@ -163,7 +163,7 @@ def test_installed_wheel_names_the_choices_of_a_mistyped_group(venv, user_dir):
     """The CLI's own check lists a group's configs from the installed package."""
     proc = run([venv / "bin" / "gencompare", "train", "model=vea"], cwd=user_dir)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "model=vea is not a model config; choose one of: ddpm, gan, nade, vae" in proc.stderr
+    assert "model=vea is not a model config; choose one of: ddpm, gan, nade, pacgan2d, vae" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
