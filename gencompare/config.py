@@ -70,6 +70,7 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile each of the family's networks (Module.compile: same state_dict)
+    seed_batch: int = 1    # S > 1: seeds seed..seed+S-1 trained stacked in one process (gencompare.seeds)
 
 
 @dataclass
@@ -139,6 +140,8 @@ def validate(cfg: DictConfig) -> None:
     t = cfg.trainer
     if t.batch_size <= 0:
         raise GencompareError(f"trainer.batch_size must be a positive integer, got {t.batch_size}")
+    if t.get("seed_batch") is not None and int(t.seed_batch) < 1:
+        raise GencompareError(f"trainer.seed_batch (seeds trained at once) must be >= 1, got {t.seed_batch}")
     if t.epochs is None and t.max_steps <= 0:
         raise GencompareError(f"trainer.max_steps must be positive, got {t.max_steps}")
     if t.epochs is not None and t.epochs <= 0:

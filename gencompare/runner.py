@@ -12,6 +12,7 @@ that stalls a GPU (nanoGPT's ``train.py`` makes the same point).
 """
 from __future__ import annotations
 
+import json
 import math
 import signal
 import threading
@@ -291,6 +292,7 @@ class Trainer:
         self.grid_seed = int(cfg.seed) + 12345
         self.t0 = time.perf_counter()  # restarted when the loop starts
         self.loop_time = 0.0
+        self.label = f"{cfg.model.name}/{bundle.variant}"  # the progress line's
 
     # -- one step: every optimizer in order (the GAN: k discriminator steps, then the generator)
     def training_step(self) -> None:
@@ -374,7 +376,7 @@ class Trainer:
         every, last = self.every, self.max_steps
         self.stats = {}
         self.t0 = time.perf_counter()
-        with TrainProgress(f"{self.cfg.model.name}/{self.bundle.variant}", last, self.step,
+        with TrainProgress(self.label, last, self.step,
                            enabled=bool(self.t.progress)) as progress, stop.deferring():
             self.model.train()
             while self.step < last:
@@ -411,10 +413,20 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- training
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, *, bundle: DataBundle | None = None, member: bool = False,
+          stop: StopRequest | None = None) -> dict[str, Any]:
     """Train the family ``cfg.model`` on ``cfg.dataset`` and return the run's metrics.
 
-    The importable entry of ``gencompare train`` (the CLI only composes ``cfg``).
+    The importable entry of ``gencompare train`` for one seed (the CLI only composes ``cfg``;
+    ``trainer.seed_batch > 1`` goes through :func:`gencompare.seeds.train`).
+
+    Args:
+        cfg: the composed ``conf/train.yaml``.
+        bundle: data already prepared on the device (a seed batch's members share theirs).
+        member: finish a seed-batch member (:mod:`gencompare.seeds`) from the checkpoint the
+            batch left in its run dir: its config files are written already, and its W&B
+            run gets the training curves from its ``history.jsonl``.
+        stop: the signal handling of a caller that installed it already (a seed batch).
 
     Returns:
         The dict written to ``<run dir>/metrics.json`` (:class:`gencompare.record.RunMetrics`).
@@ -423,16 +435,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             the CLI as one line; ``SystemExit(130 | 143)`` after SIGINT / SIGTERM, once
             the checkpoint is saved (anywhere from start-up to metrics.json).
     """
+    if stop is not None:
+        return _train(cfg, stop, bundle=bundle, member=member)
     stop = StopRequest()
     with stop.installed():  # SIGINT / SIGTERM from here to metrics.json: one line, exit 130 / 143
         try:
-            return _train(cfg, stop)
+            return _train(cfg, stop, bundle=bundle, member=member)
         except Interrupted as exc:
             console.print(f"[yellow]interrupted ({exc}) {stop.where}[/]", highlight=False)
             raise SystemExit(exc.exit_code) from None
 
 
-def _train(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
+def replay_history(tracker: Tracker, path) -> None:
+    """Log every record of a ``history.jsonl`` to ``tracker`` at its step (a seed-batch
+    member's curves, written while the batch trained without a W&B run per member)."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        step = record.pop("step", None)
+        if isinstance(step, int):
+            tracker.log(record, step=step)
+
+
+def _train(cfg: DictConfig, stop: StopRequest, *, bundle: DataBundle | None = None,
+           member: bool = False) -> dict[str, Any]:
     # set up or resume: every check before anything is written
     _config.validate(cfg)
     if cfg.get("metrics"):
@@ -446,7 +476,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
     if cfg.trainer.precision == "bf16" and device.type != "cuda":
         console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
     seed_everything(int(cfg.seed))
-    bundle = prepare_data(cfg)
+    bundle = bundle if bundle is not None else prepare_data(cfg)
     model = build_model(cfg, bundle).to(device)
     if checkpoint is not None:
         check_resume(checkpoint, cfg, bundle, run, model)
@@ -454,7 +484,10 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
         model.compile_networks()
     bundle.to(device)
     trainer = Trainer(cfg, model, bundle, run, checkpoint)
-    save_run_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
+    if member:  # the seed batch wrote its config.yaml and overrides.yaml
+        _config.save_hydra_records(cfg, run.path)
+    else:
+        save_run_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
     console.print(f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/] ({bundle.sizes()['train']} train) on "
                   f"{device}, {sum(trainer.parameters.values()):,} parameters, run dir {run.path}")
     for line in trim_history(run.history, trainer.step) if checkpoint is not None else []:
@@ -466,6 +499,8 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
                       tags=[cfg.model.name, bundle.name, bundle.variant, *cfg.tags],
                       resume_id=trainer.wandb_id) as tracker:
         trainer.tracker = tracker
+        if member:
+            replay_history(tracker, run.history)
         tracker.summary({"data/variant": bundle.variant, **{f"parameters/{k}": v for k, v in trainer.parameters.items()}})
         # the loop
         stop.where = f"at step {trainer.step}/{trainer.max_steps}; no new checkpoint; {resume_hint}"
@@ -483,6 +518,8 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
         stop.where = (f"after training ({trainer.step} steps, checkpoint saved); {resume_hint} "
                       "to draw the final grid and evaluate")
         metrics = trainer.record(trainer.write_grid("samples"))
+        if checkpoint is not None and checkpoint.get("seed_batch_member"):  # which batch trained this run
+            metrics.extra["seed_batch"] = {k: v for k, v in checkpoint["seed_batch_member"].items() if k != "checkpoint"}
         results = evaluate_after_training(cfg, model, bundle, run, tracker, trainer.step)
         metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None
         write_metrics(metrics, run.metrics)

@@ -47,6 +47,11 @@ class GenerativeModel(nn.Module, abc.ABC):
     #: bits/dim of the same discrete images. Families set it per instance where it depends
     #: on the decoder.
     discrete_likelihood: bool = False
+    #: True while the runner calls :meth:`training_step` and :meth:`on_train_batch_end` of a
+    #: seed batch (``trainer.seed_batch > 1``, :mod:`gencompare.seeds`): the parameters are
+    #: then one member's slices under ``torch.func.vmap``, so a step must not change
+    #: ``requires_grad`` nor read a tensor on the host (no ``.item()``, ``bool(t)``).
+    vmapped: bool = False
 
     def __init__(self, *, data_shape: Sequence[int], binary: bool = False) -> None:
         super().__init__()
@@ -94,7 +99,14 @@ class GenerativeModel(nn.Module, abc.ABC):
         """
 
     def on_train_batch_end(self, step: int) -> None:
-        """Hook after every optimizer of an iteration stepped (e.g. EMA update)."""
+        """Hook after every optimizer of an iteration stepped (e.g. EMA update). In a seed
+        batch it runs once on the stacked ``(S, ...)`` tensors, outside vmap: keep it
+        element-wise over parameters and buffers."""
+
+    def read_host_state(self) -> None:
+        """Read the host copies of buffers that the training step consults (see
+        :func:`forget_on_load`) now; a seed batch calls it before its first step, since under
+        vmap a buffer cannot be read on the host. The members share these values."""
 
     # -- evaluation -------------------------------------------------------
     @abc.abstractmethod
@@ -117,6 +129,12 @@ class GenerativeModel(nn.Module, abc.ABC):
     def describe_likelihood(self) -> str | None:
         """What :meth:`log_likelihood` computes, in words, for the report (None: the
         report's generic name for :attr:`likelihood_kind`)."""
+        return None
+
+    def seed_batch_refusal(self) -> str | None:
+        """Why this model's seeds cannot train stacked under ``torch.func.vmap``
+        (``trainer.seed_batch``, :mod:`gencompare.seeds`), or None when they can. A refused
+        model trains its members one after another instead, and the runner says so."""
         return None
 
     def networks(self) -> dict[str, nn.Module]:

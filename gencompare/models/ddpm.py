@@ -352,6 +352,12 @@ class DDPM(GenerativeModel):
         loss = ((noise - eps) ** 2).mean()
         return loss, {"loss": loss.detach()}
 
+    def read_host_state(self) -> None:
+        if self._ema_count is None:
+            self._ema_count = int(self.ema_updates.reshape(-1)[0])  # a seed batch's members update in step
+        if self.vmapped:
+            self._range_checked = True  # a range check cannot read a batch under vmap; the data layer gives [0, 1]
+
     @torch.no_grad()
     def on_train_batch_end(self, step: int) -> None:
         """Update the EMA weights: ``ema <- d * ema + (1 - d) * live`` (Ho et al. 2020, Appendix B)."""

@@ -438,6 +438,11 @@ class GAN(GenerativeModel):
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
+    def seed_batch_refusal(self) -> str | None:
+        if self.unrolled_steps:
+            return "the unrolled GAN steps through its discriminator's Adam state, which vmap cannot slice per seed"
+        return None
+
     # -- training ---------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Optimizer]:
         """``{"discriminator": ..., "generator": ...}``: D steps first (Algorithm 1); with
@@ -481,6 +486,11 @@ class GAN(GenerativeModel):
             params = unrolled_parameters(self.discriminator, self._d_optimizer,
                                          lambda disc: self._d_objective(disc(real), disc(fake)), self.unrolled_steps)
             logit_fake = functional_call(self.discriminator, params, (fake,))
+        elif self.vmapped:
+            # Under the runner's vmap (trainer.seed_batch) requires_grad cannot change:
+            # D's weights enter as constants instead, the same values and the same graph to G
+            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+            logit_fake = functional_call(self.discriminator, frozen, (fake,), strict=False)
         else:
             # Freeze D while building the graph: its weights get no gradient
             # (the runner only steps the generator here) and backward is cheaper.

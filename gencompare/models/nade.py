@@ -427,6 +427,10 @@ class RNADE(_Autoregressive):
         self.data_initialized.fill_(True)
         self._initialized = True
 
+    def read_host_state(self) -> None:
+        if self._initialized is None:
+            self._initialized = bool(self.data_initialized.all())  # a seed batch's members initialise together
+
     def _train_input(self, batch: Tensor) -> Tensor:
         if self._is_image:
             batch = (batch * 255.0 + torch.rand_like(batch)) / 256.0

@@ -309,7 +309,12 @@ class MLPDenoiser(nn.Module):
         x = x.reshape(shape[0], -1)
         # The time path runs once per distinct timestep (a sampler step has one t for the
         # whole batch): 40% of the MLP's multiply-adds at the default sizes.
-        t_unique, index = torch.unique(t, return_inverse=True)
+        # Not under the runner's vmap (trainer.seed_batch), where unique's output size would
+        # differ between members; a training batch has ~B distinct timesteps anyway.
+        if getattr(self, "vmapped", False):
+            t_unique, index = t, slice(None)
+        else:
+            t_unique, index = torch.unique(t, return_inverse=True)
         if self.table is not None:
             emb = self.table(t_unique.long())
         else:
