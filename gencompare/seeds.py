@@ -57,7 +57,7 @@ from gencompare.errors import GencompareError
 from gencompare.evaluate import check_metrics_config, evaluate_and_log
 from gencompare.models.base import GenerativeModel
 from gencompare.plots import save_samples
-from gencompare.record import RunDir, history_line
+from gencompare.record import RunDir, history_line, trim_history
 from gencompare.runner import Interrupted, StopRequest, Trainer, claim_run_dir, grid_samples
 from gencompare.runner import train as run_training
 from gencompare.terminal import console
@@ -427,7 +427,11 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
 
     resume_hint = (f"continue with the same command plus hydra.run.dir={runs[0].path} trainer.resume=true")
     stop.where = f"at step {trainer.step}/{trainer.max_steps}; no new checkpoint; {resume_hint}"
-    if trainer.step < trainer.max_steps:
+    trained = trainer.step < trainer.max_steps
+    if trained:
+        for run in runs if checkpoint is not None else []:
+            for line in trim_history(run.history, trainer.step):  # lines logged after the checkpoint
+                console.print(f"[yellow]warning:[/] {line}")
         files = [run.history.open("a") for run in runs]
         try:
             trainer.loop(stop, files)
@@ -445,11 +449,13 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
     stop.where = f"after training ({trainer.step} steps, checkpoints saved); {resume_hint} to finish the members"
     results = []
     for s, run, mcfg in zip(trainer.seeds, runs, trainer.member_cfgs):
-        if run.metrics.is_file():
+        if run.metrics.is_file() and not trained:  # finished by the interrupted invocation
             results.append({"seed": s, "run_dir": str(run.path), "finished": "before"})
             continue
         if not run.checkpoint.is_file():  # resumed at max_steps from a batch checkpoint
             trainer.save_member_checkpoints()
+        if trained and run.metrics.is_file():
+            run.metrics.unlink()  # a longer run than the one that wrote it: finish again
         out = run_training(mcfg, bundle=bundle, member=True, stop=stop)
         results.append({"seed": s, "run_dir": str(run.path), "metrics": out})
     first = results[0].get("metrics") or {}
