@@ -381,7 +381,7 @@ def _installed_plugins() -> dict[str, set[str]]:
 
 def train_command() -> None:
     from gencompare import config  # noqa: F401 - registers the schemas
-    from gencompare.runner import train
+    from gencompare.seeds import train  # one seed, or trainer.seed_batch seeds stacked
 
     _report_errors(precheck)("train", sys.argv[1:])
     if not _is_multirun(sys.argv[1:]):
