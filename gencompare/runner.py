@@ -465,6 +465,9 @@ def _train(cfg: DictConfig, stop: StopRequest, *, bundle: DataBundle | None = No
            member: bool = False) -> dict[str, Any]:
     # set up or resume: every check before anything is written
     _config.validate(cfg)
+    if int(cfg.trainer.get("seed_batch") or 1) > 1:
+        raise GencompareError(f"trainer.seed_batch={cfg.trainer.seed_batch} trains several seeds: call "
+                              "gencompare.seeds.train (what `gencompare train` does), not gencompare.runner.train")
     if cfg.get("metrics"):
         check_metrics_config(cfg.metrics, cfg.dataset.kind)
     device = resolve_device(cfg.device.name)

@@ -71,13 +71,13 @@ SEED_BATCH_CHECKPOINT = "checkpoints/seed_batch.ckpt"  # in member 0's run dir: 
 def member_dir(job_dir: Path, seed: int, member_seed: int) -> Path:
     """The run dir a separate run of ``member_seed`` would have had, next to ``job_dir``
     (the run dir of ``seed``): the job dir's name with its seed replaced (``..._s0`` ->
-    ``..._s3``, ``seed=0`` -> ``seed=3``), or ``<name>_s<member_seed>`` when the name holds
+    ``..._s3``, a sweep job's ``...__seed-0`` -> ``...__seed-3``, ``seed=0`` -> ``seed=3``), or ``<name>_s<member_seed>`` when the name holds
     no seed. ``member_seed == seed`` is the job dir itself."""
     job_dir = Path(job_dir)
     if member_seed == seed:
         return job_dir
     name = job_dir.name
-    for token in (f"_s{seed}", f"seed={seed}"):
+    for token in (f"_s{seed}", f"seed-{seed}", f"seed={seed}"):
         at = name.rfind(token)
         end = at + len(token)
         if at >= 0 and (end == len(name) or not name[end].isdigit()):

@@ -30,8 +30,8 @@ def test_pacgan2d_is_pacgans_setting(m):
     assert cfg.trainer.max_steps == 400_000  # 400 epochs of 1,000 steps
     assert cfg.dataset.num_train == 100_000 and cfg.metrics.num_samples_2d == 2500
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    assert dict(cfg.hydra.sweeper.params) == {"dataset": "ring8,grid25", "model.module.pack": "1,2,3,4",
-                                              "seed": "range(10)"}
+    assert dict(cfg.hydra.sweeper.params) == {"dataset": "ring8,grid25", "model.module.pack": "1,2,3,4"}
+    assert (cfg.seed, cfg.trainer.seed_batch) == (0, 10)  # PacGAN's 10 runs, stacked in one job each
 
 
 def test_pacgan2d_cpu_keeps_the_setting_and_shortens_it():
@@ -43,6 +43,7 @@ def test_pacgan2d_cpu_keeps_the_setting_and_shortens_it():
 
 def test_pacgan2d_cpu_runs_and_records_pacgans_network_sizes(compose):
     cfg = compose("experiment=pacgan2d_cpu", "dataset=ring8", "model.module.pack=2", "dataset.num_train=2000",
+                  "trainer.seed_batch=1",
                   "trainer.max_steps=4", "trainer.batch_size=200", "trainer.eval_every=2", "metrics=default",
                   "metrics.num_samples_2d=500")
     metrics = train(cfg)
@@ -132,7 +133,7 @@ def test_remedies_2d_methods_compose(method):
 @pytest.mark.parametrize("method", ["gan_minibatch", "unrolled_gan"])
 def test_remedies_2d_gan_rows_run(compose, method):
     cfg = compose("experiment=remedies_2d", f"method={method}", "dataset=grid25", "dataset.num_train=1000",
-                  "trainer.max_steps=2", "trainer.batch_size=100", "model.module.pacgan2d_hidden=32",
+                  "trainer.seed_batch=1", "trainer.max_steps=2", "trainer.batch_size=100", "model.module.pacgan2d_hidden=32",
                   "model.module.pacgan2d_maxout_units=16")
     metrics = train(cfg)
     assert metrics["steps"] == 2 and "g_loss" in metrics["final_losses"]

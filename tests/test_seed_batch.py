@@ -25,6 +25,7 @@ def test_member_dirs_are_the_separate_runs_names():
     assert member_dir(Path("r/12-00-00_gan_ring8_s0"), 0, 3) == Path("r/12-00-00_gan_ring8_s3")
     assert member_dir(Path("m/0_gan_ring8_s10"), 10, 12) == Path("m/0_gan_ring8_s12")
     assert member_dir(Path("m/model=gan,seed=0"), 0, 7) == Path("m/model=gan,seed=7")
+    assert member_dir(Path("m/3_dataset-ring8__model-gan__seed-0"), 0, 9) == Path("m/3_dataset-ring8__model-gan__seed-9")
     assert member_dir(Path("m/seed=1_s10"), 1, 2) == Path("m/seed=2_s10")  # s10 is not seed 1's token
     assert member_dir(Path("custom"), 5, 6) == Path("custom_s6")
     assert member_dir(Path("custom"), 5, 5) == Path("custom")

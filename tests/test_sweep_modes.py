@@ -22,13 +22,13 @@ def test_sweep_experiments_force_multirun(experiment):
 
 def test_experiment_without_m_runs_as_a_sweep(tmp_path, data_dir):
     res = run_cli("train", "experiment=mode_collapse_2d", "hydra.sweeper.params.model=gan",
-                  "hydra.sweeper.params.dataset=ring8", "hydra.sweeper.params.seed=0", "trainer.max_steps=2",
+                  "hydra.sweeper.params.dataset=ring8", "trainer.seed_batch=2", "trainer.max_steps=2",
                   "logger=none", "metrics=none", "trainer.progress=false", "hydra.sweep.dir=sweep",
                   cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "sweep" / "multirun.yaml").is_file()
-    jobs = [p.parent for p in (tmp_path / "sweep").glob("*/metrics.json")]
-    assert len(jobs) == 1 and "gan_ring8_s0" in jobs[0].name
+    jobs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(jobs) == 2 and [j[-1] for j in jobs] == ["0", "1"]  # one job, its two stacked seeds
     assert not (tmp_path / "outputs" / "runs").exists()  # not a single run on MNIST
 
 
