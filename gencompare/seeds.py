@@ -194,13 +194,17 @@ def member_optimizer_state(state: dict[str, Any], i: int, size: int) -> dict[str
 
 
 def _member_config(cfg: DictConfig, seed: int, run_dir: Path, *, resume: bool) -> DictConfig:
-    """``cfg`` as the separate run of ``seed`` in ``run_dir`` would have it."""
+    """``cfg`` as the separate run of ``seed`` in ``run_dir`` would have it; outside a sweep
+    (whose group W&B uses already) the members' W&B runs share a group named after the batch."""
     member = copy.deepcopy(cfg)
+    size = int(cfg.trainer.get("seed_batch") or 1)
     with open_dict(member):
         member.seed = int(seed)
         member.trainer.seed_batch = 1
         member.trainer.resume = resume
         member.paths.output_dir = str(run_dir)
+        if member.get("logger") is not None and not member.logger.get("group") and _config.sweep_group() is None:
+            member.logger.group = f"seeds-{cfg.model.name}-{cfg.dataset.name}-{int(cfg.seed)}-{int(cfg.seed) + size - 1}"
     return member
 
 
