@@ -51,6 +51,11 @@ class DatasetConfig:
     channels: int = 3
     valid_fraction: float = 0.05
     test_fraction: float = 0.1
+    # image folders: resident uint8 tensor or streamed from the files (gencompare.images.choose_streaming)
+    stream: Any = "auto"                     # auto | true | false
+    max_resident_mb: Optional[float] = None  # null: a quarter of the available RAM (and GPU memory on CUDA)
+    num_workers: int = 2                     # DataLoader processes that decode a streamed split
+    device: Optional[str] = None             # ${device.name}: where a resident split would live
     # overrides the family's model.binarize where set (8-bit data: none, bits/dim in one column)
     binarize: Optional[str] = None
 
@@ -88,6 +93,7 @@ class LoggerConfig:
     run_name: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     log_images: bool = True
+    log_model: bool = True  # the checkpoint as a W&B model artifact (offline: a staged copy until `wandb sync`)
 
 
 @dataclass

@@ -4,7 +4,7 @@ and the 2D Gaussian mixtures of the mode-collapse literature; CIFAR-10 and image
 
 Every image dataset is float32 pixels in [0, 1] (uint8 / 255, not binarized), shape
 ``(N, C, 28, 28)``; the mixtures are raw 2D points, shape ``(N, 2)``. Splits follow
-protocols.md section 1 (train[0:50000] / train[50000:60000] / test for full MNIST).
+docs/protocols.md section 1 (train[0:50000] / train[50000:60000] / test for full MNIST).
 Whole splits are kept as one tensor each, moved to the training device by the runner,
 so a GPU step never waits on a loader.
 """
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gencompare.errors import GencompareError
-from gencompare.images import load_cifar10, load_image_folder
+from gencompare.images import FolderImages, load_cifar10, load_image_folder, unreadable_during_run
 from gencompare.images import quiet as _quiet
 
 MNIST_FILES = (
@@ -45,11 +45,15 @@ class DataBundle:
         variant: what was actually loaded; differs from ``name`` when a fallback was used
             ("mnist-5k", "stacked_mnist-5k"). Runs of different variants are never compared.
         kind: "image" or "points".
-        coverage: how mode coverage is scored (protocols.md 3): "mixture" (modes of a 2D
+        coverage: how mode coverage is scored (docs/protocols.md 3): "mixture" (modes of a 2D
             Gaussian mixture, ``means``/``std``), "classes" (the tool's classifier's
             classes), "stacked" (Stacked MNIST's 1,000 digit triples) or None (not scored).
         shape: shape of one example, ``(C, H, W)`` or ``(2,)``.
-        train, valid, test: float32 tensors ``(N, *shape)``; ``valid`` may be empty.
+        train, valid, test: float32 tensors ``(N, *shape)``; ``valid`` may be empty. 8-bit
+            data keeps ``train`` as uint8 (see ``bit_depth``); an image folder larger than
+            its memory budget keeps it in its files, a :class:`gencompare.images.FolderImages`
+            (indexed like the uint8 tensor, decoded on reading). Read batches of it with
+            :meth:`batches`, which works for either.
         train_labels, valid_labels, test_labels: int64 ``(N,)`` class (image) or mode
             index (mixtures); for Stacked MNIST ``100 r + 10 g + b``.
         means: ``(K, 2)`` mixture means (mixtures only) and ``std`` their common std.
@@ -58,7 +62,7 @@ class DataBundle:
         binarization: how train/valid/test were binarized ("none", "static", "threshold";
             "dynamic" leaves train continuous and binarizes each batch).
         bit_depth: 8 where the likelihood families report bits/dim of the 8-bit pixels
-            (CIFAR-10, image folders; protocols.md section 4); None keeps each family's
+            (CIFAR-10, image folders; docs/protocols.md section 4); None keeps each family's
             own convention (MNIST-like data, points). Such data keeps ``train`` as uint8
             pixel values, converted to [0, 1] per batch by :class:`BatchStream`.
         class_names: names of the classes, where the data has them (CIFAR-10, folders).
@@ -93,6 +97,22 @@ class DataBundle:
         return replace(self, binarization="none", continuous={},
                        **{k: self.continuous.get(k, getattr(self, k)) for k in ("train", "valid", "test")})
 
+    @property
+    def streamed(self) -> bool:
+        """True when the training split is read from its files as training goes (an image
+        folder over its memory budget), False when it is one tensor."""
+        return isinstance(self.train, FolderImages)
+
+    def batches(self, batch_size: int, seed: int, batches_drawn: int = 0) -> "BatchStream":
+        """The training minibatches, float32 ``(batch_size, *shape)`` ([0, 1] pixels for
+        images), in the seeded, resumable order of :class:`BatchStream`, whichever way the
+        split is held (resident tensor, or streamed from files by :class:`StreamedBatches`).
+
+        Raises:
+            GencompareError: ``batch_size`` exceeds the training split.
+        """
+        return BatchStream(self.train, batch_size, seed, batches_drawn)
+
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
 
@@ -116,7 +136,8 @@ class DataBundle:
             "source": self.source,
             "binarization": self.binarization,
             "notes": list(self.notes),
-            **({"bit_depth": self.bit_depth, "train_storage": str(self.train.dtype).replace("torch.", "")}
+            **({"bit_depth": self.bit_depth, "train_storage": str(self.train.dtype).replace("torch.", ""),
+                "train_loading": "streamed" if self.streamed else "resident"}
                if self.bit_depth else {}),
         }
 
@@ -304,7 +325,7 @@ def _load_stacked_mnist(cfg) -> DataBundle:
 
 # --------------------------------------------------------------------- 2D mixtures
 def mixture_means(name: str) -> tuple[Tensor, float]:
-    """Means ``(K, 2)`` and std of the 2D mixtures of protocols.md section 3a.
+    """Means ``(K, 2)`` and std of the 2D mixtures of docs/protocols.md section 3a.
 
     ring8: 8 means at angles 2 pi i / 8 (i = 0..7; not an endpoint-inclusive linspace,
     which repeats a mode) on the unit circle, std 0.01. grid25: {-4,-2,0,2,4}^2, std 0.05.
@@ -381,8 +402,14 @@ def apply_binarization(bundle: DataBundle, mode: str, seed: int = 0) -> DataBund
         raise ValueError(f"unknown binarization {mode!r}; choose one of {', '.join(BINARIZATIONS)}")
     if bundle.kind != "image" or mode == "none":
         return bundle
+    if bundle.streamed and mode != "dynamic":
+        raise GencompareError(
+            f"binarization {mode} fixes every training image once, but {bundle.variant}'s training split is "
+            "streamed from its files; use binarization dynamic or none, or dataset.stream=false")
     g = torch.Generator().manual_seed(int(seed))
-    if bundle.train.dtype == torch.uint8:  # 8-bit storage: binarize the [0, 1] pixels
+    if bundle.streamed:  # its batches arrive as [0, 1] pixels; dynamic binarization is per batch
+        pass
+    elif bundle.train.dtype == torch.uint8:  # 8-bit storage: binarize the [0, 1] pixels
         bundle.train = bundle.train.to(torch.float32) / 255.0
     bundle.continuous = {"valid": bundle.valid, "test": bundle.test}
     if mode != "dynamic":
@@ -430,7 +457,16 @@ class BatchStream:
     The last incomplete batch of an epoch is dropped (equal-size batches). A ``uint8``
     tensor (8-bit pixel values) stays so on its device; each batch is converted to float
     pixels in [0, 1] (``k / 255``) as it is drawn.
+
+    ``BatchStream(images, ...)`` for a :class:`gencompare.images.FolderImages` (a split
+    left in its files) is a :class:`StreamedBatches`: the same batches, in the same order,
+    read through a DataLoader, so the runner never asks which it has.
     """
+
+    def __new__(cls, data, *args, **kwargs):
+        if cls is BatchStream and isinstance(data, FolderImages):
+            cls = StreamedBatches
+        return super().__new__(cls)
 
     def __init__(self, data: Tensor, batch_size: int, seed: int, batches_drawn: int = 0) -> None:
         if batch_size > len(data):
@@ -462,3 +498,72 @@ class BatchStream:
 
     def __iter__(self):
         return self
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The order ``(n,)`` of epoch ``epoch`` in :class:`BatchStream`: a pure function of
+    ``(seed, epoch)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Lists of indices in :class:`BatchStream`'s order (:func:`epoch_order`, last partial
+    batch of an epoch dropped), without end, starting at batch ``start``: a resumed run
+    starts at its saved batch count and sees what an uninterrupted run sees from there."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0) -> None:
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
+        self.per_epoch = n // batch_size
+
+    def __iter__(self):
+        epoch, pos = divmod(self.start, self.per_epoch)
+        while True:
+            order = epoch_order(self.n, self.seed, epoch)
+            for p in range(pos, self.per_epoch):
+                yield order[p * self.batch_size:(p + 1) * self.batch_size].tolist()
+            epoch, pos = epoch + 1, 0
+
+
+class StreamedBatches(BatchStream):
+    """:class:`BatchStream` for a training split left in its files: the same batches in the
+    same order (:class:`EpochBatchSampler`), decoded by a DataLoader's ``num_workers``
+    processes (``dataset.num_workers``; persistent, prefetching), pinned when the data
+    goes to CUDA and converted to [0, 1] float32 on the device. Workers start at the
+    first batch drawn; :meth:`close` stops them (so does dropping the stream).
+
+    Raises (on drawing):
+        GencompareError: an image file that was readable at start-up no longer is.
+    """
+
+    def __init__(self, data: FolderImages, batch_size: int, seed: int, batches_drawn: int = 0) -> None:
+        super().__init__(data, batch_size, seed, batches_drawn)
+        self.loader = self._loader()
+        self._batches = None
+
+    def _loader(self):
+        from torch.utils.data import DataLoader
+
+        workers = self.data.num_workers
+        return DataLoader(
+            self.data.dataset, batch_sampler=EpochBatchSampler(len(self.data), self.batch_size, self.seed,
+                                                               self.batches_drawn),
+            num_workers=workers, pin_memory=self.data.device.type == "cuda", persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
+            # its own generator: a DataLoader seeds its workers from the global RNG otherwise,
+            # and the model's draws (noise, dropout) would differ from a resident run's
+            generator=torch.Generator().manual_seed(0))
+
+    def __next__(self) -> Tensor:
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        images, codes = next(self._batches)  # (B, C, r, r) uint8, (B,) file index or -1 - index
+        if bool((codes < 0).any()):
+            raise unreadable_during_run(self.data.files[-1 - int(codes[codes < 0][0])])
+        self.batches_drawn += 1
+        return images.to(self.data.device, non_blocking=True).to(torch.float32) / 255.0
+
+    def close(self) -> None:
+        """Stop the DataLoader's workers; a later draw starts new ones at the same place (a
+        persistent DataLoader would restart its sampler, hence a new one)."""
+        self._batches = None
+        self.loader = self._loader()

@@ -4,7 +4,7 @@ Run at the end of ``gencompare train`` (the ``metrics`` config group), every
 ``trainer.eval_every`` steps (a lighter pass, logged over steps), and by
 ``gencompare eval run=<run dir>`` on a finished or interrupted run.
 
-Metrics (protocols.md):
+Metrics (docs/protocols.md):
 - the family's own likelihood on the test split (section 2), named for what it is;
 - the Parzen-window log-likelihood of Goodfellow et al. 2014 with its two sanity
   baselines (section 1), images only;
@@ -41,7 +41,7 @@ from gencompare.models.base import GenerativeModel
 from gencompare.models.pixels import LOG_256, dequantization_note, dequantize
 from gencompare.record import RecordError, RunDir, RunMetrics, atomic_write_json, flatten, read_metrics, write_metrics
 from gencompare.terminal import console, table_console
-from gencompare.tracking import Tracker, make_tracker
+from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
 
 
 def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
@@ -122,6 +122,8 @@ def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, ca
     path = cache_dir / key
     if path.is_file():
         return json.loads(path.read_text())
+    if cont.streamed:
+        return _streamed_baselines(cont, valid, test, pc, n, cache_dir / key.replace("-v2-", "-v2-streamed-"))
     train = as_pixels(cont.train)  # 8-bit data keeps its training split as uint8
     if len(train) > n:
         console.print(f"Parzen sanity baselines for {cont.variant} ({n} centres; k-means takes a while, cached after)")
@@ -138,6 +140,25 @@ def _baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, ca
             "note": f"k-means baseline omitted: {cont.variant} has {len(cont.train)} training images, "
                     f"not more than the {pc.num_centres} centres it needs",
         }
+    atomic_write_json(out, path)
+    return out
+
+
+def _streamed_baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tensor, pc, n: int,
+                        path: Path) -> dict[str, Any]:
+    """The baselines of a training split streamed from its files: the training-image row
+    from the same ``n`` images the resident path picks (seed 0), read alone; k-means
+    centroids need the whole split at once and are omitted, the reason recorded."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    g = torch.Generator().manual_seed(0)
+    centres = as_pixels(cont.train[torch.randperm(len(cont.train), generator=g)[:n]])  # (n, C, H, W)
+    out = {
+        "train_images": parzen_evaluate(centres.reshape(len(centres), -1), valid, test, pc.sigmas,
+                                        memory_budget_mb=pc.memory_budget_mb).to_dict(),
+        "note": f"k-means baseline omitted: {cont.variant}'s training split is streamed from its files "
+                "(over the memory budget) and k-means reads it whole",
+    }
     atomic_write_json(out, path)
     return out
 
@@ -189,7 +210,8 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     if image and pc.enabled and final:
         valid, selected_on = cont.valid, "valid"
         if len(valid) == 0:
-            valid, selected_on = as_pixels(cont.train), "train (no validation split)"
+            valid, selected_on = as_pixels(cont.train[: int(pc.num_valid)] if cont.streamed else cont.train), \
+                "train (no validation split)"
         valid = valid[: int(pc.num_valid)].to(device)
         test = cont.test if pc.num_test is None else cont.test[: int(pc.num_test)]
         test = test.to(device)
@@ -361,8 +383,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     with make_tracker(cfg.logger, run_dir=run.path, config=OmegaConf.to_container(train_cfg),
                       default_name=f"eval-{train_cfg.model.name}-{bundle.variant}-s{train_cfg.seed}", group=None,
                       tags=[train_cfg.model.name, bundle.name, bundle.variant, "eval"], job_type="eval") as tracker:
-        tracker.summary(flatten(results))
+        tracker.summary(summary_of(results))  # eval/* keys, as a training run's summary has them
         if run.parzen_plot.is_file():
             tracker.log_image("eval/parzen_sigma", run.parzen_plot)
+        log_run_artifacts(tracker, run, metrics, model=False)  # the merged metrics.json; the checkpoint is unchanged
     table_console().print(metrics_table(metrics, f"{train_cfg.model.name} on {bundle.variant}, step {checkpoint['step']}"))
     return metrics
