@@ -379,14 +379,29 @@ def _installed_plugins() -> dict[str, set[str]]:
     return {g: {n.removesuffix(".yaml") for n in store.list(g) if n.endswith(".yaml")} for g in PLUGIN_GROUPS}
 
 
+def _name_jobs_by_swept_values(args: list[str]) -> list[str]:
+    """A multirun's command line with the fixed overrides' keys added to Hydra's
+    ``override_dirname`` exclusions, so that each job dir is named by its swept values
+    (:mod:`gencompare.sweep_dirs`)."""
+    from gencompare.sweep_dirs import exclude_fixed_overrides
+
+    if any(a.split("=", 1)[0] in FLAGS_WITHOUT_RUN for a in args):
+        return list(args)  # --cfg, --help, completion: nothing runs
+    job = (_chosen_config("hydra=default").get("job") or {}).get("config") or {}
+    static = list((job.get("override_dirname") or {}).get("exclude_keys") or [])
+    return exclude_fixed_overrides(args, static)
+
+
 def train_command() -> None:
     from gencompare import config  # noqa: F401 - registers the schemas
+    from gencompare import sweep_dirs  # noqa: F401 - the resolver hydra.sweep.subdir uses
     from gencompare.seeds import train  # one seed, or trainer.seed_batch seeds stacked
 
     _report_errors(precheck)("train", sys.argv[1:])
     if not _is_multirun(sys.argv[1:]):
         _hydra_command("train", train)()
         return
+    sys.argv = [sys.argv[0], *_name_jobs_by_swept_values(sys.argv[1:])]
     with tempfile.NamedTemporaryFile("r", prefix="gencompare-sweep-", suffix=".txt") as failures:
         os.environ[SWEEP_FAILURES_ENV] = failures.name  # the launchers' worker processes inherit it
         _hydra_command("train", train)()

@@ -25,6 +25,7 @@ def test_optuna_sweep_reports_best_trial(tmp_path, data_dir):
     """4 trials of conf/hparams_search/gan_ring8.yaml. After 40 steps no sample is yet
     within 3 std of a ring mode (the config's metric is 0 for every trial), so the test
     optimises a metric that varies between trials: the final generator loss, minimised."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'gencompare[sweep]'")
     sweep = tmp_path / "optuna"
     proc = run_cli("train", "-m", "hparams_search=gan_ring8", "hydra.sweeper.n_trials=4",
                    "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=final_losses.g_loss",
@@ -33,6 +34,16 @@ def test_optuna_sweep_reports_best_trial(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_dirs(sweep)
     assert len(jobs) == 4
+    # Hydra's Optuna sweeper writes no multirun.yaml; gencompare's SweepRecord callback does
+    multirun = OmegaConf.load(sweep / "multirun.yaml")
+    assert multirun.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert "hparams_search=gan_ring8" in multirun.hydra.overrides.task
+    # each trial's dir names the values it tried (fixed overrides left out), the seed last
+    for job in jobs:
+        tried = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        k = next(o for o in tried if o.startswith("model.module.k="))
+        assert job.name.endswith(f"__{k.replace('=', '-')}__seed-0"), job.name
+        assert "model.module.generator_optimizer.lr-" in job.name and "trainer.max_steps" not in job.name
     # train returned the named metric: the best value is the lowest final g_loss among the
     # trials' metrics.json files
     values = {j: json.loads((j / "metrics.json").read_text())["final_losses"]["g_loss"] for j in jobs}
@@ -64,7 +75,7 @@ def test_parallel_launchers_run_jobs_that_compare_reads(launcher, tmp_path, data
                    timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_dirs(sweep)
-    assert [j.name for j in jobs] == ["0_gan_ring8_s0", "1_gan_ring8_s1"]
+    assert [j.name for j in jobs] == ["0_seed-0", "1_seed-1"]  # the swept values only
     assert sorted(json.loads((j / "metrics.json").read_text())["seed"] for j in jobs) == [0, 1]
     if launcher == "submitit_local":
         assert any((sweep / ".submitit").iterdir()), "submitit keeps its job files under <sweep>/.submitit"

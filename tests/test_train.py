@@ -123,7 +123,7 @@ def test_two_job_multirun_gives_two_run_dirs_and_two_wandb_runs(tmp_path, data_d
                   "trainer.progress=false", "hydra.sweep.dir=sweep", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0_gan_ring8_s0", "1_vae_ring8_s0"]
+    assert [p.name for p in jobs] == ["0_model-gan__seed-0", "1_model-vae__seed-0"]
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["steps"] == 5
         offline = list((job / "wandb").glob("offline-run-*"))
