@@ -1,4 +1,4 @@
-"""Benchmark of the Parzen-window protocol (protocols.md section 1) on real images.
+"""Benchmark of the Parzen-window protocol (docs/protocols.md section 1) on real images.
 
     .venv/bin/python benchmarks/parzen.py [--quick] [--threads T] [--baselines]
 

@@ -1,4 +1,4 @@
-"""The digit classifier of protocols.md 3b/3c: shapes, caching, determinism, accuracy.
+"""The digit classifier of docs/protocols.md 3b/3c: shapes, caching, determinism, accuracy.
 
 The fast tests train on a tiny problem; the accuracy test trains the real classifier
 on the 4,000-digit offline MNIST sample (about 1-2 minutes on 2 CPU threads) and is
@@ -184,7 +184,7 @@ def test_mnist_5k_classifier_meets_protocol_accuracy(mnist_classifier):
     assert info["num_train"] == 4000 and info["num_test"] == 500 and info["epochs"] == 20
     acc = (model.predict(bundle.test) == bundle.test_labels).double().mean().item()
     assert info["test_accuracy"] == pytest.approx(acc)
-    # measured: 98.6% (seed 0); protocols.md 3b requires 98%
+    # measured: 98.6% (seed 0); docs/protocols.md 3b requires 98%
     assert acc >= REQUIRED_ACCURACY and info["meets_protocol"] is True
     # the features separate classes: nearest class mean in feature space mostly agrees
     f_train, f_test = model.embed(bundle.train), model.embed(bundle.test)

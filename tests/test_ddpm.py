@@ -27,7 +27,7 @@ def small_unet(shape=(1, 28, 28), **kw):
 
 
 def ring8(n: int, *, seed: int) -> torch.Tensor:
-    """Points of the ring-8 mixture (protocols.md 3a): radius 1, std 0.01."""
+    """Points of the ring-8 mixture (docs/protocols.md 3a): radius 1, std 0.01."""
     g = torch.Generator().manual_seed(seed)
     angles = 2 * math.pi * torch.randint(0, 8, (n,), generator=g) / 8
     means = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)

@@ -39,7 +39,7 @@ def from_config(family: str, shape, binary: bool):
 
 
 def ring8(n: int, gen: torch.Generator) -> torch.Tensor:
-    """protocols.md 3a: 8 modes at angles 2 pi i / 8, radius 1, std 0.01."""
+    """docs/protocols.md 3a: 8 modes at angles 2 pi i / 8, radius 1, std 0.01."""
     i = torch.randint(0, 8, (n,), generator=gen)
     angle = 2 * math.pi * i / 8
     return torch.stack([angle.cos(), angle.sin()], 1) + 0.01 * torch.randn(n, 2, generator=gen)

@@ -1,4 +1,4 @@
-"""Mode coverage (protocols.md 3a-3c) and feature-space metrics (3d).
+"""Mode coverage (docs/protocols.md 3a-3c) and feature-space metrics (3d).
 
 Expected values are computed independently in the tests (math.log, closed forms,
 hand-placed points). The Stacked MNIST test needs the trained digit classifier and is

@@ -1,4 +1,4 @@
-"""Parzen-window log-likelihood (protocols.md section 1): exactness, batching, sigma selection."""
+"""Parzen-window log-likelihood (docs/protocols.md section 1): exactness, batching, sigma selection."""
 from __future__ import annotations
 
 import json

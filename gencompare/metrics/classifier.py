@@ -1,11 +1,11 @@
-"""The tool's own digit classifier: labels generated samples (protocols.md 3b, 3c) and
+"""The tool's own digit classifier: labels generated samples (docs/protocols.md 3b, 3c) and
 supplies the feature space of precision/recall, density/coverage and the Frechet
 distance (3d).
 
 No pretrained weights can be downloaded offline, so gencompare trains a small CNN on
 the dataset's training split once, caches the weights under ``cache_dir`` keyed by the
 dataset variant, and reports its test accuracy with every number that depends on it.
-protocols.md 3b requires >= 98% test accuracy on MNIST; :func:`get_classifier` states
+docs/protocols.md 3b requires >= 98% test accuracy on MNIST; :func:`get_classifier` states
 whether that holds (``info["meets_protocol"]``). On Fashion-MNIST the same code trains a
 10-class classifier with no accuracy requirement (no protocol uses it;
 ``meets_protocol`` is None there).
@@ -31,7 +31,7 @@ from gencompare.images import as_pixels
 __all__ = ["DigitClassifier", "train_classifier", "get_classifier", "classifier_key", "has_digit_classifier",
            "REQUIRED_ACCURACY"]
 
-#: protocols.md 3b: the digit classifier must reach this test accuracy.
+#: docs/protocols.md 3b: the digit classifier must reach this test accuracy.
 REQUIRED_ACCURACY = 0.98
 
 # Which classifier labels each dataset variant: Stacked MNIST is labelled channel by

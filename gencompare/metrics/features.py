@@ -1,4 +1,4 @@
-"""Sample-quality metrics in a feature space (protocols.md section 3d).
+"""Sample-quality metrics in a feature space (docs/protocols.md section 3d).
 
 - :func:`precision_recall`: improved precision and recall (Kynkaanniemi et al. 2019,
   "Improved Precision and Recall Metric for Assessing Generative Models", section 3).

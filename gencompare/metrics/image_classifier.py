@@ -1,5 +1,5 @@
 """The tool's own classifier for labelled colour images (CIFAR-10, image folders with class
-sub-folders): labels samples for class coverage (protocols.md 3b) and supplies the feature
+sub-folders): labels samples for class coverage (docs/protocols.md 3b) and supplies the feature
 space of precision/recall, density/coverage and the Frechet distance (3d), and the fallback
 network of FID and IS when Inception's weights are absent (4).
 
@@ -9,7 +9,7 @@ them, global average pooling, a 128-unit feature layer and the class layer. Trai
 per dataset variant with the usual CIFAR recipe (random crops of the 4-pixel-padded image
 and horizontal flips; AdamW, one-cycle learning rate, label smoothing), cached under
 ``cache_dir`` and its test accuracy reported with every number that depends on it. No
-accuracy is required (protocols.md sets one for digits only); on CIFAR-10 it is well below
+accuracy is required (docs/protocols.md sets one for digits only); on CIFAR-10 it is well below
 Inception's, so numbers on its features compare runs of this tool, never papers.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """FID (Heusel et al. 2017) and the Inception Score (Salimans et al. 2016) of 8-bit images.
 
 With Inception-v3's standard weights (torch-fidelity's port of the TensorFlow FID
-network, ``weights-inception-2015-12-05-6726825d.pth``; protocols.md section 4) they are
+network, ``weights-inception-2015-12-05-6726825d.pth``; docs/protocols.md section 4) they are
 the published FID and IS: torchmetrics' ``NoTrainInceptionV3`` gives the 2048-D pool
 features and the 1008 unbiased logits in one pass, and torchmetrics'
 ``FrechetInceptionDistance`` and ``InceptionScore`` compute the two numbers from them.

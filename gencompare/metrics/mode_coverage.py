@@ -1,11 +1,11 @@
-"""Mode-coverage metrics of protocols.md section 3 (3a, 3b, 3c).
+"""Mode-coverage metrics of docs/protocols.md section 3 (3a, 3b, 3c).
 
 - :func:`mixture_coverage`: modes captured, high-quality fraction and reverse KL on the
   2D Gaussian mixtures ring8 / grid25 (Metz et al. 2017, "Unrolled Generative Adversarial
   Networks", section 3.1; Srivastava et al. 2017, "VEEGAN", section 5.1; Lin et al. 2018,
   "PacGAN", section 4 and Table 1).
 - :func:`class_coverage`: classes covered and KL divergences of the predicted-class
-  histogram of generated digits (protocols.md 3b).
+  histogram of generated digits (docs/protocols.md 3b).
 - :func:`stacked_coverage`: modes covered out of 1,000 and KL to uniform on Stacked
   MNIST (Metz et al. 2017, section 3.3; Srivastava et al. 2017, Table 2; Lin et al. 2018,
   Table 3).
@@ -36,7 +36,7 @@ def _kl_to_uniform(counts: np.ndarray) -> float:
 def mixture_coverage(
     samples: ArrayLike, means: ArrayLike, std: float, *, num_std: float = 3.0
 ) -> dict:
-    """Mode coverage of samples from a 2D Gaussian mixture (protocols.md 3a).
+    """Mode coverage of samples from a 2D Gaussian mixture (docs/protocols.md 3a).
 
     Each sample is assigned to its nearest mode (Euclidean distance to the means). A
     sample is *high quality* when that distance is at most ``num_std * std``; a mode is
@@ -112,7 +112,7 @@ def _histogram(labels: ArrayLike, num_classes: int, name: str) -> np.ndarray:
 def class_coverage(
     pred_labels: ArrayLike, num_classes: int, data_labels: ArrayLike | None = None
 ) -> dict:
-    """Class coverage of generated samples from their predicted labels (protocols.md 3b).
+    """Class coverage of generated samples from their predicted labels (docs/protocols.md 3b).
 
     Args:
         pred_labels: ``(N,)`` int class predicted for each generated sample, in [0, K).
@@ -148,7 +148,7 @@ def class_coverage(
 def stacked_coverage(
     pred_triples: ArrayLike, *, data_labels: ArrayLike | None = None, num_digits: int = 10
 ) -> dict:
-    """Mode coverage on Stacked MNIST, 1,000 modes (protocols.md 3c).
+    """Mode coverage on Stacked MNIST, 1,000 modes (docs/protocols.md 3c).
 
     A mode is the triple of digits the classifier predicts for the R, G, B channels.
     The protocol evaluates 26,000 samples (PacGAN) or 25,600 (Unrolled GAN).

@@ -9,7 +9,7 @@ log-density of held-out real images, in nats per image,
     log p(x) = logsumexp_j(-||x - s_j||^2 / (2 sigma^2)) - log N - (D/2) log(2 pi sigma^2),
 
 with sigma chosen from ``logspace(-1, 0, 10)`` by the highest mean log-likelihood
-on a validation set (protocols.md section 1).
+on a validation set (docs/protocols.md section 1).
 
 Known weakness (Theis, van den Oord & Bethge 2016, "A note on the evaluation of
 generative models"): the number is dominated by sigma and by nearest neighbours;
@@ -281,7 +281,7 @@ def parzen_log_likelihood(
 
 @dataclass
 class ParzenResult:
-    """Outcome of the Parzen protocol (protocols.md section 1).
+    """Outcome of the Parzen protocol (docs/protocols.md section 1).
 
     Attributes:
         mean: mean test log-likelihood, nats per image (higher is better).

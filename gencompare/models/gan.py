@@ -238,7 +238,7 @@ class GAN(GenerativeModel):
             ``"mlp2d"`` or ``"pacgan2d"`` (points only).
         latent_dim: size of z ~ N(0, I). None: 100 for images (the paper's
             ``nvis: 100``) and 2 for points (the 2D latent of VEEGAN/PacGAN,
-            whose 2D-mixture numbers protocols.md quotes).
+            whose 2D-mixture numbers docs/protocols.md quotes).
         k: discriminator steps per generator step (Algorithm 1; the paper used 1).
         loss: generator loss, ``"non_saturating"`` (minimise -log D(G(z)),
             Sec. 3 of the paper, and what its code trains) or ``"minimax"``

@@ -1,5 +1,5 @@
 """Likelihoods of 8-bit pixels, and the one dequantization convention that puts every
-family's bits/dim in one column (protocols.md section 4).
+family's bits/dim in one column (docs/protocols.md section 4).
 
 The convention. An 8-bit image is ``k in {0..255}^D``, fed to the models as ``x = k / 255``.
 Its bits/dim is ``-log2 P(k) / D``.

@@ -139,7 +139,7 @@ def _load(value: Any, hint: Any, where: str) -> Any:
 
 @dataclass
 class Likelihood(_Block):
-    """The family's own likelihood on the test split (protocols.md section 2).
+    """The family's own likelihood on the test split (docs/protocols.md section 2).
 
     ``kind`` is ``nll_exact`` (NADE), ``nll_iwae`` (VAE), ``nll_bound`` (DDPM) or None
     (the GAN defines none; ``note`` says so). NLL in nats per example, bits/dim =
@@ -178,7 +178,7 @@ class Parzen(_Block):
 
 @dataclass
 class MixtureCoverage(_Block):
-    """2D mixtures (protocols.md 3a): modes within 3 std, high-quality fraction, reverse KL (nats)."""
+    """2D mixtures (docs/protocols.md 3a): modes within 3 std, high-quality fraction, reverse KL (nats)."""
 
     modes_captured: int
     num_modes: int
@@ -208,7 +208,7 @@ class _ClassifiedCoverage(_Block):
 
 @dataclass
 class ClassCoverage(_ClassifiedCoverage):
-    """MNIST-like classes (protocols.md 3b): classes covered, KL to the data's classes and to uniform (nats)."""
+    """MNIST-like classes (docs/protocols.md 3b): classes covered, KL to the data's classes and to uniform (nats)."""
 
     classes_covered: int
     num_classes: int
@@ -221,7 +221,7 @@ class ClassCoverage(_ClassifiedCoverage):
 
 @dataclass
 class StackedCoverage(_ClassifiedCoverage):
-    """Stacked MNIST's 1,000 modes (protocols.md 3c)."""
+    """Stacked MNIST's 1,000 modes (docs/protocols.md 3c)."""
 
     modes_covered: int
     num_modes: int
@@ -265,7 +265,7 @@ class Features(_Block):
 
 @dataclass
 class FidIs(_Block):
-    """8-bit colour images (protocols.md section 4): ``fid`` and ``inception_score`` (mean and
+    """8-bit colour images (docs/protocols.md section 4): ``fid`` and ``inception_score`` (mean and
     std over ``splits``) on Inception-v3, or, without its weights, the same statistics on the
     tool's classifier as ``fd`` and ``classifier_score``; ``feature_network`` names the
     network either way (None: neither was available, ``note`` says why). FID against
