@@ -33,9 +33,9 @@ from gencompare.errors import GencompareError
 from gencompare.evaluate import check_metrics_config, evaluate_and_log, evaluate_after_training
 from gencompare.models.base import GenerativeModel, count_parameters
 from gencompare.plots import save_samples
-from gencompare.record import Evaluation, RunDir, RunMetrics, flatten, history_line, trim_history, write_metrics
+from gencompare.record import Evaluation, RunDir, RunMetrics, history_line, trim_history, write_metrics
 from gencompare.terminal import TrainProgress, console
-from gencompare.tracking import Tracker, make_tracker
+from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
 
 __all__ = ["train", "load_checkpoint"]
 
@@ -504,7 +504,7 @@ def _train(cfg: DictConfig, stop: StopRequest, *, bundle: DataBundle | None = No
         trainer.tracker = tracker
         if member:
             replay_history(tracker, run.history)
-        tracker.summary({"data/variant": bundle.variant, **{f"parameters/{k}": v for k, v in trainer.parameters.items()}})
+        tracker.summary({"variant": bundle.variant, **{f"parameters/{k}": v for k, v in trainer.parameters.items()}})
         # the loop
         stop.where = f"at step {trainer.step}/{trainer.max_steps}; no new checkpoint; {resume_hint}"
         try:
@@ -525,8 +525,10 @@ def _train(cfg: DictConfig, stop: StopRequest, *, bundle: DataBundle | None = No
             metrics.extra["seed_batch"] = {k: v for k, v in checkpoint["seed_batch_member"].items() if k != "checkpoint"}
         results = evaluate_after_training(cfg, model, bundle, run, tracker, trainer.step)
         metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None
+        metrics.wandb = tracker.reference()
         write_metrics(metrics, run.metrics)
         out = metrics.to_dict()
-        tracker.summary(flatten(out))
+        tracker.summary(summary_of(out))
+        log_run_artifacts(tracker, run, out, model=bool(cfg.logger.get("log_model", True)))
         console.print(f"[green]done[/]: {trainer.step} steps in {metrics.train_time_s:.1f} s; {run.metrics}")
     return out

@@ -1,16 +1,24 @@
 """Experiment tracking: a W&B run (online or offline) or a no-op, behind one interface.
 
 A tracking failure never stops training: every W&B call is guarded, and after the
-first failure the tracker warns once and turns itself off.
+first failure the tracker warns once and turns itself off (a failed artifact only warns).
+
+What a W&B run of ``train`` holds: the ``train/*`` and ``eval/*`` history, the sample
+grids, the console (stdout and stderr, ``output.log``), a summary without duplicate keys
+(:func:`summary_of`) and three artifacts (:func:`log_run_artifacts`), offline too: the
+checkpoint (type ``model``), ``metrics.json`` (type ``metrics``) and the config (type
+``config``).
 """
 from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from gencompare.record import EVALUATION_KEYS, RunDir, WandbRun, flatten
 from gencompare.terminal import console
 
 
@@ -31,6 +39,14 @@ class Tracker:
 
     def summary(self, values: dict[str, Any]) -> None:
         """Set final values in the run summary (flat, slash-namespaced keys)."""
+
+    def log_artifact(self, name: str, kind: str, files: Mapping[str, Path], *,
+                     metadata: Mapping[str, Any] | None = None, aliases: Sequence[str] = ()) -> None:
+        """Log ``files`` (name inside the artifact -> file) as artifact ``name`` of type ``kind``."""
+
+    def reference(self) -> WandbRun | None:
+        """Which W&B run this is (id, project, entity, path, mode, url, files dir); None without one."""
+        return None
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run; safe to call twice."""
@@ -93,6 +109,8 @@ class WandbTracker(Tracker):
 
         self._wandb = wandb
         self._run = None
+        self._run_dir = Path(run_dir)
+        self._mode: str | None = None
         mode, notice = resolve_mode(mode)
         if notice:
             console.print(f"[yellow]{notice}[/]")
@@ -120,10 +138,14 @@ class WandbTracker(Tracker):
                 self._fail(exc2)
 
     def _start(self, init: dict, mode: str) -> None:
+        # console="wrap": W&B patches sys.stdout/sys.stderr.write and keeps what passes in the
+        # run's output.log; unlike "redirect" it leaves the file descriptors (and rich's live
+        # progress line) alone
         self._run = self._wandb.init(
             **init, mode=mode,
-            settings=self._wandb.Settings(console="off", silent=True, init_timeout=INIT_TIMEOUT_S),
+            settings=self._wandb.Settings(console="wrap", silent=True, init_timeout=INIT_TIMEOUT_S),
         )
+        self._mode = mode
         self.run_id = self._run.id
         self.run_path = str(Path(self._run.dir).parent) if mode == "offline" else self._run.url
 
@@ -157,6 +179,31 @@ class WandbTracker(Tracker):
                 self._run.summary[k] = v
         self._guard(_set)
 
+    def log_artifact(self, name, kind, files, *, metadata=None, aliases=()):
+        if self._run is None:
+            return
+        try:
+            artifact = self._wandb.Artifact(name, type=kind, metadata=dict(metadata or {}))
+            for inside, path in files.items():
+                artifact.add_file(str(path), name=inside)
+            self._run.log_artifact(artifact, aliases=list(aliases) or None)
+        except Exception as exc:  # noqa: BLE001 - the run itself is still worth finishing
+            console.print(f"[yellow]W&B: artifact {name} not logged ({type(exc).__name__}: {exc})[/]")
+
+    def reference(self):
+        if self._run is None:
+            return None
+        run = self._run
+        entity, project = run.entity or None, run.project or None
+        files = Path(run.dir).parent  # <run dir>/wandb/<offline-run-...>: what `wandb sync` takes
+        try:
+            where = str(files.relative_to(self._run_dir))
+        except ValueError:
+            where = str(files)
+        return WandbRun(id=run.id, project=project, entity=entity, mode=self._mode,
+                        path="/".join(p for p in (entity, project, run.id) if p),
+                        url=run.url if self._mode == "online" else None, dir=where)
+
     def finish(self, exit_code=0):
         if self._run is not None:
             run, self._run = self._run, None
@@ -164,6 +211,53 @@ class WandbTracker(Tracker):
                 run.finish(exit_code=exit_code)
             except Exception as exc:  # noqa: BLE001
                 console.print(f"[yellow]W&B finish failed: {exc}[/]")
+
+
+# metrics.json keys the summary leaves out: the last train/* values are final_losses already,
+# the run is the W&B run itself, eval_history is in the eval/* history, and data.name and
+# data.variant are `dataset` and `variant`
+_NOT_SUMMARISED = ("final_losses", "wandb", "eval_history")
+_NOT_SUMMARISED_DATA = ("name", "variant")
+
+
+def summary_of(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics.json`` (:meth:`RunMetrics.to_dict`) as W&B summary values, one key per
+    number: the evaluation under ``eval/`` (``eval/mode_coverage/reverse_kl``), the very
+    keys whose history ``eval/*`` logs, so W&B's own last-value summary and this one
+    coincide; the run's facts flat (``steps``, ``parameters/generator``)."""
+    facts = {k: v for k, v in metrics.items() if k not in EVALUATION_KEYS and k not in _NOT_SUMMARISED}
+    if isinstance(facts.get("data"), Mapping):
+        facts["data"] = {k: v for k, v in facts["data"].items() if k not in _NOT_SUMMARISED_DATA}
+    evaluation = {k: v for k, v in metrics.items() if k in EVALUATION_KEYS}
+    return {**flatten(facts), **flatten(evaluation, "eval/")}
+
+
+def log_run_artifacts(tracker: Tracker, run: RunDir, metrics: Mapping[str, Any], *, model: bool = True) -> None:
+    """Log a finished run's records as artifacts of its W&B run: ``model-<run id>`` (type
+    ``model``: ``checkpoints/last.ckpt``, aliases ``latest`` and ``step-<steps>``; only with
+    ``model``), ``metrics-<run id>`` (``metrics.json``) and ``config-<run id>``
+    (``config.yaml``, ``overrides.yaml``, ``.hydra/*``). Names inside an artifact are the
+    files' paths in the run dir, so a download rebuilds its layout. Offline, W&B stages a
+    copy of each file until ``wandb sync``. Nothing without a W&B run."""
+    from gencompare.config import HYDRA_SUBDIR
+
+    ref = tracker.reference()
+    if ref is None:
+        return
+    meta = {k: metrics.get(k) for k in ("model", "family", "dataset", "variant", "seed", "steps")}
+    if model and run.checkpoint.is_file():
+        tracker.log_artifact(f"model-{ref.id}", "model", {RunDir.CHECKPOINT: run.checkpoint},
+                             metadata={**meta, "parameters": metrics.get("parameters"),
+                                       "read_with": "gencompare eval / sample, torch.load(weights_only=True)"},
+                             aliases=["latest", f"step-{metrics.get('steps')}"])
+    if run.metrics.is_file():
+        tracker.log_artifact(f"metrics-{ref.id}", "metrics", {RunDir.METRICS: run.metrics}, metadata=meta)
+    hydra = run.path / HYDRA_SUBDIR
+    config = {RunDir.CONFIG: run.config, RunDir.OVERRIDES: run.overrides, RunDir.OVERRIDES_RESUME: run.overrides_resume,
+              **{f"{HYDRA_SUBDIR}/{f.name}": f for f in sorted(hydra.glob("*.yaml"))}}
+    config = {inside: f for inside, f in config.items() if f.is_file()}
+    if config:
+        tracker.log_artifact(f"config-{ref.id}", "config", config, metadata=meta)
 
 
 def make_tracker(logger_cfg, *, run_dir: Path, config: dict, default_name: str, group: str | None,

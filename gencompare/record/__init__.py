@@ -14,7 +14,7 @@ A run dir::
     samples/step_*.png      sample grids (2D data: scatter plots); samples/samples.png at the end
     metrics.json            :class:`RunMetrics`: the run's record and its evaluation
     parzen_sigma.png        Parzen validation log-likelihood against sigma
-    wandb/                  the W&B run files (logger=wandb)
+    wandb/                  the W&B run files (logger=wandb); metrics.json's ``wandb`` names the run
 
 ``metrics.json`` keeps the layout it always had (evaluation blocks at the top level beside
 the run's facts) and gains ``schema_version``; a file without one is version 1 and reads
@@ -49,6 +49,7 @@ from gencompare.record.schema import (
     RecordError,
     RunMetrics,
     StackedCoverage,
+    WandbRun,
     read_metrics,
     schema_has,
     write_metrics,
@@ -58,5 +59,5 @@ __all__ = [
     "SCHEMA_VERSION", "EVALUATION_KEYS", "RunDir", "atomic_write", "atomic_write_json", "to_json", "flatten",
     "history_line", "trim_history", "write_failure", "read_failure", "lookup", "select_metric", "finite_or_none", "RecordError", "Likelihood",
     "Parzen", "MixtureCoverage", "ClassCoverage", "StackedCoverage", "ModeCoverage", "Classifier", "Features",
-    "FidIs", "Evaluation", "RunMetrics", "read_metrics", "write_metrics", "schema_has",
+    "FidIs", "Evaluation", "WandbRun", "RunMetrics", "read_metrics", "write_metrics", "schema_has",
 ]

@@ -16,7 +16,8 @@ from gencompare.record.layout import atomic_write_json
 
 SCHEMA_VERSION = 2
 """Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same.
-Optional blocks added since (older files simply lack them): ``fid_is``, ``likelihood.dequantization``."""
+Optional blocks added since (older files simply lack them): ``fid_is``, ``likelihood.dequantization``,
+``wandb``."""
 
 
 
@@ -309,6 +310,25 @@ EVALUATION_KEYS = tuple(f.name for f in dataclasses.fields(Evaluation) if f.name
 
 
 @dataclass
+class WandbRun(_Block):
+    """The W&B run that tracked a run (``logger=wandb``): what links a run dir to W&B.
+
+    ``path`` is W&B's run path, ``entity/project/id`` (``project/id`` while the entity is
+    not known: offline, the default entity is set by ``wandb sync``); ``url`` only online;
+    ``dir``, the run's W&B files relative to the run dir (``wandb sync <run dir>/<dir>``).
+    """
+
+    id: str
+    project: Optional[str] = None
+    entity: Optional[str] = None
+    path: Optional[str] = None
+    mode: Optional[str] = None
+    url: Optional[str] = None
+    dir: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunMetrics(_Block):
     """``metrics.json``: the run's facts (what trained, how long, how big) and, merged at
     the top level, its final :class:`Evaluation`.
@@ -341,6 +361,7 @@ class RunMetrics(_Block):
     eval_history: Optional[list[Evaluation]] = None
     evaluated_step: Optional[int] = None
     evaluation: Optional[Evaluation] = None
+    wandb: Optional[WandbRun] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

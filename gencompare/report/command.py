@@ -102,8 +102,8 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
     Args:
         paths: run dirs, sweep (multirun) dirs or metrics.json files; searched recursively.
         out: folder for comparison.md / .csv / .png, samples_mosaic.png, diagnostics.csv.
-        wandb: also log the tables (``wandb.Table``) and figures to a W&B run of
-            job type ``compare``.
+        wandb: also log the tables (``wandb.Table``), figures, files and the W&B run paths
+            of the compared runs to a W&B run of job type ``compare``.
     Returns:
         The groups, tables, problems met and files written.
     Raises:
@@ -156,7 +156,7 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
     files["markdown"].write_text(text)
 
     if wandb:
-        log_comparison(out, paths, tables, pac, diag, header, csv_rows, files, wandb_project, wandb_mode)
+        log_comparison(out, paths, tables, pac, diag, header, csv_rows, files, wandb_project, wandb_mode, runs)
     err.print(f"wrote {', '.join(str(p) for p in files.values())}", markup=False)
     return result
 
