@@ -458,8 +458,8 @@ def load_image_folder(cfg) -> dict[str, Any]:
         if valid_bad or test_bad:
             raise unreadable_during_run(split(va if valid_bad else te)[(valid_bad or test_bad)[0]])
         console.print(f"image folder: {why}: streaming the training split from its files (DataLoader, "
-                      f"{workers} workers, pinned memory on CUDA); validation and test ({len(va) + len(te):,} "
-                      "images) resident as float32", highlight=False)
+                      f"{workers} worker{'' if workers == 1 else 's'}, pinned memory on CUDA); validation and "
+                      f"test ({len(va) + len(te):,} images) resident as float32", highlight=False)
     else:
         x = torch.stack(images)  # (N, C, r, r) uint8
         del images  # the decoded list would double what loading holds

@@ -177,3 +177,18 @@ def test_streamed_training_equals_resident_training_with_the_same_metrics_and_re
                "trainer.resume=true")
     assert same_weights(weights(tmp_path / "cut"), weights(tmp_path / "str"))
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["data"]["train_loading"] == "streamed"
+
+
+def test_seed_batch_members_each_stream_their_own_runs_batches(tmp_path, png_dir):
+    from gencompare import seeds
+
+    for stream in ("false", "true"):
+        cfg = compose_train(tmp_path / stream, tmp_path / "data", "model=gan", "dataset=image_folder",
+                            f"dataset.path={png_dir}", f"dataset.stream={stream}", "dataset.num_workers=1",
+                            "model.module.dcgan_width=8", "trainer.batch_size=8", "trainer.max_steps=5",
+                            "trainer.seed_batch=2")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnreadableImagesWarning)
+            seeds.train(cfg)
+    for member in ("", "_s1"):  # each seed's stream in the stack: the batches of its resident run
+        assert same_weights(weights(tmp_path / f"false{member}"), weights(tmp_path / f"true{member}")), member
