@@ -364,12 +364,15 @@ def choose_streaming(cfg, n_images: int, channels: int, resolution: int) -> tupl
         raise GencompareError(f"dataset.max_resident_mb must be >= 0 (or null: automatic), got {cfg.max_resident_mb}")
     if int(cfg.get("num_workers", 0)) < 0:
         raise GencompareError(f"dataset.num_workers must be >= 0, got {cfg.num_workers}")
+    def mb(n_bytes: int) -> str:  # two significant digits below 1 MB: a small budget is not "0.0 MB"
+        return f"{n_bytes / 2**20:,.1f}" if n_bytes >= 2**20 else f"{n_bytes / 2**20:.2g}"
+
     size = n_images * channels * resolution * resolution
-    what = f"{n_images:,} images x {channels}x{resolution}x{resolution} uint8 = {size / 2**20:,.1f} MB"
+    what = f"{n_images:,} images x {channels}x{resolution}x{resolution} uint8 = {mb(size)} MB"
     if mode == "auto":
         budget, where = resident_budget(cfg)
         stream = size > budget
-        why = f"{'>' if stream else '<='} {budget / 2**20:,.1f} MB ({where})"
+        why = f"{'>' if stream else '<='} {mb(budget)} MB ({where})"
     else:
         stream, why = mode == "true", f"(dataset.stream={mode})"
     return stream, what + " " + why
