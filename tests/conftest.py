@@ -32,6 +32,19 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _wandb_files_in_tmp(tmp_path_factory):
+    """W&B's own folders in the session's tmp dir: an offline run stages a copy of each
+    artifact file (checkpoints too) in WANDB_DATA_DIR until `wandb sync`, which for a test
+    run never comes; subprocesses (run_cli) inherit the setting."""
+    root = tmp_path_factory.mktemp("wandb")
+    mp = pytest.MonkeyPatch()
+    for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config")):
+        mp.setenv(var, str(root / sub))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
     torch.set_num_threads(2)

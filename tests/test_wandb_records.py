@@ -10,19 +10,20 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
 
-WANDB = shutil.which("wandb") or str(Path(__import__("sys").executable).with_name("wandb"))
+# the wandb CLI of the Python running the tests (the venv's), not whichever is first on PATH
+WANDB = str(Path(sys.executable).with_name("wandb")) if Path(sys.executable).with_name("wandb").is_file() \
+    else shutil.which("wandb") or "wandb"
 
 
-def wandb_env(tmp_path: Path) -> dict[str, str]:
-    """Offline, no key, and W&B's staging and cache folders inside the test's tmp dir."""
-    return {"WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
-            "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+# run_cli runs with WANDB_MODE=offline (no key, no network) and conftest puts W&B's staging
+# and cache folders in the session's tmp dir
 
 
 def records(run_files: Path) -> list[dict]:
@@ -30,7 +31,7 @@ def records(run_files: Path) -> list[dict]:
     res = subprocess.run([WANDB, "leet", "inspect", "--json", str(run_files)], capture_output=True, text=True,
                          timeout=120)
     if res.returncode != 0 and "No such command" in res.stderr:
-        pytest.skip("this wandb has no `wandb leet inspect` (wandb >= 0.2x)")
+        pytest.skip("this wandb CLI has no `wandb leet inspect` (0.31 has), the reader these tests use")
     assert res.returncode == 0, res.stderr
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
@@ -40,10 +41,9 @@ def md5_b64(path: Path) -> str:
 
 
 def test_an_offline_run_holds_its_records_as_artifacts_its_console_and_one_key_per_number(tmp_path, data_dir):
-    env = wandb_env(tmp_path)
     res = run_cli("train", "model=gan", "dataset=ring8", "trainer.max_steps=3", "trainer.batch_size=16",
                   "trainer.progress=false", "dataset.download=false", "metrics=fast", "logger=wandb",
-                  "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir, env=env)
+                  "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "r"
     ref = json.loads((run / "metrics.json").read_text())["wandb"]  # how compare finds the W&B run
@@ -76,14 +76,13 @@ def test_an_offline_run_holds_its_records_as_artifacts_its_console_and_one_key_p
 
 
 def test_the_comparison_run_holds_tables_figures_and_links_to_the_runs_it_compared(tmp_path, data_dir):
-    env = wandb_env(tmp_path)
     res = run_cli("train", "-m", "model=gan,vae", "dataset=ring8", "trainer.max_steps=2", "trainer.batch_size=16",
                   "trainer.progress=false", "dataset.download=false", "metrics=none", "logger=wandb",
-                  "logger.log_model=false", "hydra.sweep.dir=sweep", cwd=tmp_path, data_dir=data_dir, env=env)
+                  "logger.log_model=false", "hydra.sweep.dir=sweep", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     paths = sorted(json.loads(p.read_text())["wandb"]["path"] for p in (tmp_path / "sweep").glob("*/metrics.json"))
     assert len(paths) == 2
-    res = run_cli("compare", "sweep", "--wandb", "--out", "cmp", cwd=tmp_path, data_dir=data_dir, env=env)
+    res = run_cli("compare", "sweep", "--wandb", "--out", "cmp", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     (files,) = (tmp_path / "cmp" / "wandb").glob("offline-run-*")
     recs = records(files)
