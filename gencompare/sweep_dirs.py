@@ -10,11 +10,11 @@ Hydra's default separators (``model=gan,seed=0``) are not used: a Hydra override
 hold an unquoted ``=`` or ``,``, and these dirs go back into overrides
 (``gencompare eval run=<dir>``, ``hydra.run.dir=<dir> trainer.resume=true``). The job
 number keeps two jobs out of one dir (also when they differ only in an excluded key, or
-an Optuna trial repeats another's values). Keys that are noise in a name (paths, logger,
-device, ...) are Hydra's ``hydra.job.config.override_dirname.exclude_keys``
-(``conf/hydra/default.yaml``); ``gencompare train -m`` adds the command line's fixed
-(not swept) overrides to them (:func:`exclude_fixed_overrides`), so the name holds what
-differs between the jobs.
+an Optuna trial repeats another's values). Keys that are noise in a name
+(``paths.*``, ``logger.*``, ``trainer.progress``, ...) are Hydra's
+``hydra.job.config.override_dirname.exclude_keys`` (``conf/hydra/default.yaml``);
+``gencompare train -m`` adds the command line's fixed (not swept) overrides to them
+(:func:`exclude_fixed_overrides`), so the name holds what differs between the jobs.
 
 Hydra's basic sweeper writes the sweep's config to ``<sweep dir>/multirun.yaml``; the
 Optuna sweeper does not. :class:`SweepRecord` (a Hydra callback, ``hydra.callbacks``)
