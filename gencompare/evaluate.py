@@ -157,7 +157,7 @@ def _streamed_baselines(cont: DataBundle, valid: torch.Tensor, test: torch.Tenso
         "train_images": parzen_evaluate(centres.reshape(len(centres), -1), valid, test, pc.sigmas,
                                         memory_budget_mb=pc.memory_budget_mb).to_dict(),
         "note": f"k-means baseline omitted: {cont.variant}'s training split is streamed from its files "
-                "(over the memory budget) and k-means reads it whole",
+                "(dataset.stream) and k-means reads the whole split at once",
     }
     atomic_write_json(out, path)
     return out
