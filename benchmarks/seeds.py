@@ -1,0 +1,103 @@
+"""What S seeds cost trained stacked (``trainer.seed_batch=S``) against S separate runs.
+
+    .venv/bin/python benchmarks/seeds.py [--threads 1] [--members 1,2,5,10] [--device auto]
+
+For each family on ring8 and each S, both sides train the same seeds (0..S-1) for the same
+number of steps through the real entry points: :func:`gencompare.seeds.train_seed_batch`
+(S = 1: :func:`gencompare.runner.train`) and S calls of :func:`gencompare.runner.train`.
+The time compared is the training loop's alone (``train_time_s`` of metrics.json): set-up,
+the final grid and the evaluation are excluded (``metrics=none``; the DDPM draws its grid with
+10 DDIM steps, which its training never uses). Writes
+``benchmarks/results/seeds-<device>.md``. Targets (issue "Many seeds at the price of one"):
+10 members of the 2D GAN at most 2x one run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import gencompare.config  # noqa: E402,F401 - registers the schema
+from gencompare.build import resolve_device  # noqa: E402
+from gencompare.runner import train  # noqa: E402
+from gencompare.seeds import train_seed_batch  # noqa: E402
+
+# steps per family: long enough that the loop, not its start, is timed
+CASES = (("gan", 2000, []), ("vae", 2000, []), ("nade", 2000, []),
+         ("ddpm", 400, ["model.module.sampler=ddim", "model.module.sample_steps=10"]))
+
+
+def compose_case(family: str, steps: int, extra: list[str], device: str, run_dir: Path, seed: int, members: int):
+    overrides = [f"model={family}", "dataset=ring8", f"device={device}", "logger=none", "metrics=none",
+                 "trainer.progress=false", f"trainer.max_steps={steps}", f"trainer.sample_every={10 * steps}",
+                 f"trainer.checkpoint_every={10 * steps}", f"seed={seed}", f"trainer.seed_batch={members}",
+                 f"paths.output_dir={run_dir}", *extra]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: one job per core)")
+    ap.add_argument("--members", default="1,2,5,10")
+    ap.add_argument("--families", default="gan,vae,nade,ddpm")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    sizes = [int(s) for s in args.members.split(",")]
+    families = args.families.split(",")
+    load_start = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gencompare-seeds-bench-") as tmp:
+        for family, steps, extra in CASES:
+            if family not in families:
+                continue
+            one = None
+            for s in sizes:
+                base = Path(tmp) / f"{family}-S{s}"
+                cfg = compose_case(family, steps, extra, args.device, base / "batch" / "run_s0", 0, s)
+                batched = (train_seed_batch(cfg) if s > 1 else train(cfg))["train_time_s"]
+                separate = sum(train(compose_case(family, steps, extra, args.device, base / "alone" / f"run_s{i}", i, 1))
+                               ["train_time_s"] for i in range(s))
+                one = one if one is not None else separate
+                rows.append((family, steps, s, batched, separate, one))
+                print(f"{family} S={s}: stacked {batched:.2f} s, {s} separate runs {separate:.2f} s", flush=True)
+    device = str(resolve_device(args.device))
+    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or platform.machine())
+    lines = [
+        "# Seed batching benchmark", "",
+        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
+        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
+        f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads; device {device} ({where}); "
+        f"{os.cpu_count()} logical CPUs; load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}",
+        "- ring8, batch 100 per member, seeds 0..S-1; training loop time only (train_time_s: set-up, final grid "
+        "and evaluation excluded); separate runs one after another in the same process", "",
+        "| family | steps | S | stacked (s) | S separate (s) | separate / stacked | stacked / one run | ms per step per member |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for family, steps, s, batched, separate, one in rows:
+        lines.append(f"| {family} | {steps:,} | {s} | {batched:.2f} | {separate:.2f} | {separate / batched:.2f}x | "
+                     f"{batched / one:.2f}x | {1000 * batched / steps / s:.3f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = args.out or ROOT / "benchmarks" / "results" / f"seeds-{device.split(':')[0]}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
