@@ -22,9 +22,7 @@ at most 1.05 for every case.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -42,6 +40,8 @@ from gencompare.build import build_model, prepare_data, resolve_device  # noqa: 
 from gencompare.checkpoint import seed_everything  # noqa: E402
 from gencompare.data import binarize  # noqa: E402
 from gencompare.runner import train  # noqa: E402
+
+import results_file  # noqa: E402 - benchmarks/results_file.py, beside this script
 
 CASES = (("gan", "mnist", 300), ("vae", "mnist", 300), ("gan", "ring8", 2000), ("nade", "ring8", 2000))
 
@@ -116,13 +116,8 @@ def main() -> None:
                 print(f"repeat {rep + 1}: {family} on {dataset}: bare {times['bare']:.2f} s, "
                       f"runner {times['runner']:.2f} s (best so far)", flush=True)
     device = str(resolve_device(args.device))
-    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or platform.machine())
     lines = [
-        "# Runner overhead benchmark", "",
-        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads; device {device} ({where}); "
-        f"{os.cpu_count()} logical CPUs; load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}",
+        *results_file.head("Runner overhead benchmark", device, load_start),
         f"- best of {args.repeats}, bare and runner interleaved; loop time only (set-up, final grid and "
         "evaluation excluded); runner at its defaults (log every 50 steps, checkpoint at the end)", "",
         "| family | dataset | steps | bare (s) | runner (s) | runner / bare | target |",
@@ -132,12 +127,7 @@ def main() -> None:
         ratio = t["runner"] / t["bare"]
         lines.append(f"| {family} | {dataset} | {t['steps']:,.0f} | {t['bare']:.2f} | {t['runner']:.2f} | "
                      f"{ratio:.3f} | {'met' if ratio <= 1.05 else 'MISSED'} (<= 1.05) |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = args.out or ROOT / "benchmarks" / "results" / f"runner-{device.split(':')[0]}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    results_file.write(lines, args.out or ROOT / "benchmarks" / "results" / f"runner-{device.split(':')[0]}.md")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ the final grid and the evaluation are excluded (``metrics=none``; the DDPM draws
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +30,8 @@ import gencompare.config  # noqa: E402,F401 - registers the schema
 from gencompare.build import resolve_device  # noqa: E402
 from gencompare.runner import train  # noqa: E402
 from gencompare.seeds import train_seed_batch  # noqa: E402
+
+import results_file  # noqa: E402 - benchmarks/results_file.py, beside this script
 
 # steps per family: long enough that the loop, not its start, is timed
 CASES = (("gan", 2000, []), ("vae", 2000, []), ("nade", 2000, []),
@@ -76,13 +76,8 @@ def main() -> None:
                 rows.append((family, steps, s, batched, separate, one))
                 print(f"{family} S={s}: stacked {batched:.2f} s, {s} separate runs {separate:.2f} s", flush=True)
     device = str(resolve_device(args.device))
-    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or platform.machine())
     lines = [
-        "# Seed batching benchmark", "",
-        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads; device {device} ({where}); "
-        f"{os.cpu_count()} logical CPUs; load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}",
+        *results_file.head("Seed batching benchmark", device, load_start),
         "- ring8, batch 100 per member, seeds 0..S-1; training loop time only (train_time_s: set-up, final grid "
         "and evaluation excluded); separate runs one after another in the same process", "",
         "| family | steps | S | stacked (s) | S separate (s) | separate / stacked | stacked / one run | ms per step per member |",
@@ -91,12 +86,7 @@ def main() -> None:
     for family, steps, s, batched, separate, one in rows:
         lines.append(f"| {family} | {steps:,} | {s} | {batched:.2f} | {separate:.2f} | {separate / batched:.2f}x | "
                      f"{batched / one:.2f}x | {1000 * batched / steps / s:.3f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = args.out or ROOT / "benchmarks" / "results" / f"seeds-{device.split(':')[0]}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    results_file.write(lines, args.out or ROOT / "benchmarks" / "results" / f"seeds-{device.split(':')[0]}.md")
 
 
 if __name__ == "__main__":

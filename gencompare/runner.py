@@ -300,14 +300,14 @@ class Trainer:
         measure = self.log_due(self.step + 1)
         for name, opt in self.optimizers.items():
             for _ in range(int(self.repeats.get(name, 1))):
-                batch = next(self.stream)
+                batch = self.next_batch()
                 if self.bundle.binarization == "dynamic":
                     batch = binarize(batch, "dynamic")
                 with self.autocast:
-                    loss, step_logs = self.model.training_step(batch, name)
+                    loss, step_logs = self.model_step(batch, name)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = clip_and_measure(self.params_of[name], self.max_norm, measure)
+                self.backward(loss)
+                norm = self.clip(name, measure)
                 opt.step()
             logs.update(step_logs)
             if measure:
@@ -315,6 +315,19 @@ class Trainer:
         self.model.on_train_batch_end(self.step)
         self.step += 1
         self.window.add(self.step, loss, logs)
+
+    # what a seed batch (gencompare.seeds.SeedBatchTrainer) does otherwise in a step
+    def next_batch(self) -> Tensor:
+        return next(self.stream)
+
+    def model_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor | float]]:
+        return self.model.training_step(batch, name)
+
+    def backward(self, loss: Tensor) -> None:
+        loss.backward()
+
+    def clip(self, name: str, measure: bool) -> Tensor | None:
+        return clip_and_measure(self.params_of[name], self.max_norm, measure)
 
     def due(self, every: int | None) -> bool:
         return bool(every) and self.step % every == 0

@@ -52,7 +52,7 @@ from torch.func import functional_call, vmap
 from gencompare import config as _config
 from gencompare.build import build_model, prepare_data, resolve_device, run_dir_of
 from gencompare.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything
-from gencompare.data import BatchStream, DataBundle, binarize
+from gencompare.data import BatchStream, DataBundle
 from gencompare.errors import GencompareError
 from gencompare.evaluate import check_metrics_config, evaluate_and_log
 from gencompare.models.base import GenerativeModel
@@ -227,26 +227,18 @@ class SeedBatchTrainer(Trainer):
         self.member_logs: list[dict[str, float]] = state.get("member_logs") or [{} for _ in self.seeds]
         self.member_evals: list[list[dict[str, Any]]] = state.get("member_evals") or [[] for _ in self.seeds]
 
-    def training_step(self) -> None:
-        logs: dict[str, Tensor] = {}
-        measure = self.log_due(self.step + 1)
-        for name, opt in self.optimizers.items():
-            for _ in range(int(self.repeats.get(name, 1))):
-                batch = torch.stack([next(s) for s in self.streams])  # (S, B, *data_shape)
-                if self.bundle.binarization == "dynamic":
-                    batch = binarize(batch, "dynamic")
-                with self.autocast:
-                    losses, step_logs = self.stack.training_step(batch, name)
-                opt.zero_grad(set_to_none=True)
-                losses.sum().backward()  # member i's gradient is its own loss's alone
-                norms = clip_members(self.params_of[name], self.size, self.max_norm, measure)
-                opt.step()
-            logs.update(step_logs)
-            if measure:
-                logs[f"grad_norm/{name}"] = norms
-        self.model.on_train_batch_end(self.step)
-        self.step += 1
-        self.window.add(self.step, losses, logs)
+    # the runner's step (Trainer.training_step) with these four parts per member
+    def next_batch(self) -> Tensor:
+        return torch.stack([next(s) for s in self.streams])  # (S, B, *data_shape): member i's at [i]
+
+    def model_step(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.stack.training_step(batch, name)  # (S,) losses, (S,) logs
+
+    def backward(self, loss: Tensor) -> None:
+        loss.sum().backward()  # member i's gradient is its own loss's alone
+
+    def clip(self, name: str, measure: bool) -> Tensor | None:
+        return clip_members(self.params_of[name], self.size, self.max_norm, measure)
 
     def log(self, histories) -> None:
         self.window.check_finite()
