@@ -293,7 +293,9 @@ class SeedBatchTrainer(Trainer):
 
     def save_member_checkpoints(self) -> None:
         """An ordinary checkpoint in every member's run dir, as its separate run would leave
-        after its last step: what ``eval``, ``sample`` and the member's finish read."""
+        after its last step: what ``eval``, ``sample`` and the member's finish read. Its
+        ``train_time_s`` is the member's share of the batch's loop (1/S of it), so rates and
+        times in ``metrics.json`` are a run's cost; ``seed_batch.batch_train_time_s`` is the whole."""
         optimizers = {n: o.state_dict() for n, o in self.optimizers.items()}
         train_time = self.time_before + self.loop_time
         for i, seed, run, mcfg, model in self.members():
@@ -302,10 +304,11 @@ class SeedBatchTrainer(Trainer):
                 "family": self.cfg.model.name, "variant": self.bundle.variant, "step": self.step,
                 "batches_drawn": self.stream.batches_drawn, "model": model.state_dict(),
                 "optimizers": {n: member_optimizer_state(s, i, self.size) for n, s in optimizers.items()},
-                "rng": rng_state(), "config": _config.to_container(mcfg), "train_time_s": train_time,
+                "rng": rng_state(), "config": _config.to_container(mcfg), "train_time_s": train_time / self.size,
                 "wandb_id": None, "data_shape": list(self.bundle.shape), "eval_history": self.member_evals[i],
                 "last_logs": self.member_logs[i], "arch": getattr(model, "arch", None),
                 "seed_batch_member": {"size": self.size, "seeds": self.seeds, "index": i,
+                                      "batch_train_time_s": train_time,
                                       "checkpoint": str(self.run.path / SEED_BATCH_CHECKPOINT)},
             }, run.checkpoint)
 
