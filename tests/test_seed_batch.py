@@ -81,7 +81,7 @@ def test_each_member_writes_an_ordinary_run_dir(compose, tmp_path):
         assert m["seed"] == s and m["steps"] == 20
         assert {k: m["seed_batch"][k] for k in ("size", "seeds", "index")} == {"size": 3, "seeds": [0, 1, 2], "index": s}
         # a member's time is its share of the batch's: rates and times compare with separate runs'
-        assert m["train_time_s"] == pytest.approx(m["seed_batch"]["batch_train_time_s"] / 3)
+        assert m["train_time_s"] == pytest.approx(m["seed_batch"]["batch_train_time_s"] / 3, rel=0.05)
         assert m["parameters_total"] == 34179  # one member's networks, not the stack's
         losses.append(m["final_losses"]["g_loss"])
         assert m["mode_coverage"]["num_modes"] == 8
