@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,19 @@ WANDB = str(Path(sys.executable).with_name("wandb")) if Path(sys.executable).wit
 
 
 def records(run_files: Path) -> list[dict]:
-    """Every record of the offline run in ``run_files`` (``<run dir>/wandb/offline-run-*``)."""
-    res = subprocess.run([WANDB, "leet", "inspect", "--json", str(run_files)], capture_output=True, text=True,
+    """Every record of the offline run in ``run_files`` (``<run dir>/wandb/offline-run-*``).
+
+    The transaction log is named explicitly: once (CI, 2026-11-28, a loaded machine) the
+    comparison run's folder had no ``.wandb`` yet when read, and ``leet inspect`` given the
+    folder then looks for a ``latest-run`` inside it; so wait up to 30 s for the log."""
+    logs: list[Path] = []
+    for _ in range(60):
+        logs = sorted(run_files.glob("*.wandb"))
+        if logs:
+            break
+        time.sleep(0.5)
+    assert len(logs) == 1, f"{run_files} holds {sorted(p.name for p in run_files.iterdir())}, not one .wandb log"
+    res = subprocess.run([WANDB, "leet", "inspect", "--json", str(logs[0])], capture_output=True, text=True,
                          timeout=120)
     if res.returncode != 0 and "No such command" in res.stderr:
         pytest.skip("this wandb CLI has no `wandb leet inspect` (0.31 has), the reader these tests use")
