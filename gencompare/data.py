@@ -66,6 +66,9 @@ class DataBundle:
             own convention (MNIST-like data, points). Such data keeps ``train`` as uint8
             pixel values, converted to [0, 1] per batch by :class:`BatchStream`.
         class_names: names of the classes, where the data has them (CIFAR-10, folders).
+        seeded: True where the data itself is drawn from the run seed (the 2D mixtures), so
+            that runs of other seeds train and are scored on other draws (a seed batch loads
+            each member's own, :mod:`gencompare.seeds`).
     """
 
     name: str
@@ -89,6 +92,7 @@ class DataBundle:
     continuous: dict[str, Tensor] = field(default_factory=dict)
     bit_depth: int | None = None
     class_names: list[str] = field(default_factory=list)
+    seeded: bool = False
 
     def continuous_view(self) -> "DataBundle":
         """A shallow copy whose train/valid/test are the continuous pixels (Parzen, classifier)."""
@@ -359,7 +363,7 @@ def _load_mixture(cfg, seed: int) -> DataBundle:
     return DataBundle(
         name=cfg.name, variant=cfg.name, kind="points", coverage="mixture", shape=(2,),
         train=xtr, valid=xva, test=xte, train_labels=ytr, valid_labels=yva, test_labels=yte,
-        num_classes=len(means), source=f"generated from seed {seed}", means=means, std=std,
+        num_classes=len(means), source=f"generated from seed {seed}", means=means, std=std, seeded=True,
     )
 
 

@@ -212,17 +212,18 @@ class SeedBatchTrainer(Trainer):
     """:class:`~gencompare.runner.Trainer` for a :class:`MemberStack`: S batch streams, one
     vmapped step, per-member logs, grids, evaluations and histories, one checkpoint of all."""
 
-    def __init__(self, cfg: DictConfig, stack: MemberStack, shells: list[GenerativeModel], bundle: DataBundle,
-                 runs: list[RunDir], checkpoint: dict[str, Any] | None) -> None:
-        super().__init__(cfg, stack.model, bundle, runs[0], checkpoint)
+    def __init__(self, cfg: DictConfig, stack: MemberStack, shells: list[GenerativeModel],
+                 bundles: list[DataBundle], runs: list[RunDir], checkpoint: dict[str, Any] | None) -> None:
+        super().__init__(cfg, stack.model, bundles[0], runs[0], checkpoint)
+        self.bundles = bundles  # member i's data: its own draw where the data is drawn from the seed
         self.stack, self.shells, self.runs, self.size = stack, shells, runs, stack.size
         self.seeds = [int(cfg.seed) + i for i in range(self.size)]
         self.member_cfgs = [_member_config(cfg, s, r.path, resume=True) for s, r in zip(self.seeds, runs)]
         drawn = self.stream.batches_drawn
-        self.streams = [BatchStream(bundle.train, int(self.t.batch_size), s, drawn) for s in self.seeds]
+        self.streams = [BatchStream(b.train, int(self.t.batch_size), s, drawn) for b, s in zip(bundles, self.seeds)]
         self.stream = self.streams[0]  # batches_drawn, epoch and per_epoch are every member's
         self.parameters = {k: v // self.size for k, v in self.parameters.items()}  # one member's
-        self.label = f"{cfg.model.name}/{bundle.variant} x{self.size} seeds"
+        self.label = f"{cfg.model.name}/{bundles[0].variant} x{self.size} seeds"
         state = checkpoint.get("seed_batch", {}) if checkpoint is not None else {}
         self.member_logs: list[dict[str, float]] = state.get("member_logs") or [{} for _ in self.seeds]
         self.member_evals: list[list[dict[str, Any]]] = state.get("member_evals") or [[] for _ in self.seeds]
@@ -260,23 +261,23 @@ class SeedBatchTrainer(Trainer):
         self.stats = {**{k: self.last_logs[k] for k in shown}, "ex/s": rate * self.size}
 
     def members(self):
-        """``(i, seed, run, member cfg, ordinary model holding member i)`` for every member."""
+        """``(i, seed, run, member cfg, ordinary model holding member i, its data)`` for every member."""
         for i, (seed, run, mcfg, shell) in enumerate(zip(self.seeds, self.runs, self.member_cfgs, self.shells)):
-            yield i, seed, run, mcfg, self.stack.load_member(i, shell)
+            yield i, seed, run, mcfg, self.stack.load_member(i, shell), self.bundles[i]
 
     def write_grid(self, tag: str):
         n = int(self.t.num_grid_samples) if self.bundle.kind == "image" else 2500
-        real = self.bundle.train[:5000] if self.bundle.kind == "points" else None
         path = None
-        for _, seed, run, _, model in self.members():
-            title = f"{self.cfg.model.name} on {self.bundle.variant}, step {self.step}"
-            path = save_samples(grid_samples(model, n, seed + 12345), run.grid(tag), means=self.bundle.means,
-                                std=self.bundle.std, real=real, seed=seed, title=title)
+        for _, seed, run, _, model, data in self.members():
+            real = data.train[:5000] if data.kind == "points" else None
+            title = f"{self.cfg.model.name} on {data.variant}, step {self.step}"
+            path = save_samples(grid_samples(model, n, seed + 12345), run.grid(tag), means=data.means,
+                                std=data.std, real=real, seed=seed, title=title)
         return path
 
     def evaluate(self) -> None:
-        for i, _, run, mcfg, model in self.members():
-            results = evaluate_and_log(mcfg, model, self.bundle, run, Tracker(), self.step, final=False)
+        for i, _, run, mcfg, model, data in self.members():
+            results = evaluate_and_log(mcfg, model, data, run, Tracker(), self.step, final=False)
             self.member_evals[i].append({"step": self.step, **results})
 
     def save_checkpoint(self) -> None:
@@ -298,7 +299,7 @@ class SeedBatchTrainer(Trainer):
         times in ``metrics.json`` are a run's cost; ``seed_batch.batch_train_time_s`` is the whole."""
         optimizers = {n: o.state_dict() for n, o in self.optimizers.items()}
         train_time = self.time_before + self.loop_time
-        for i, seed, run, mcfg, model in self.members():
+        for i, seed, run, mcfg, model, _ in self.members():
             seed_everything(seed)  # the member's finish draws its grid and evaluation from its own seed
             save_checkpoint({
                 "family": self.cfg.model.name, "variant": self.bundle.variant, "step": self.step,
@@ -367,6 +368,30 @@ def _in_turn(cfg: DictConfig, size: int, reason: str) -> dict[str, Any]:
     return {**results[0], "seed_batch": [{"seed": seed + i, "run_dir": r.get("run_dir")} for i, r in enumerate(results)]}
 
 
+def build_members(cfg: DictConfig, device: torch.device | str = "cpu"):
+    """Every member as its separate run builds it: ``seed_everything(seed)``, its data (its own
+    draw where the data is drawn from the run seed, ``DataBundle.seeded``: the 2D mixtures;
+    one shared bundle otherwise), then the family's constructor with its own config.
+
+    Returns:
+        ``(configs, bundles, models)``, one of each per member, seeds ``seed .. seed+S-1``.
+    """
+    seed, size = int(cfg.seed), int(cfg.trainer.seed_batch)
+    job_dir = run_dir_of(cfg)
+    mcfgs = [_member_config(cfg, s, member_dir(job_dir, seed, s), resume=False) for s in range(seed, seed + size)]
+    seed_everything(seed)
+    bundle = prepare_data(cfg)
+    bundles = [bundle]
+    for mcfg in mcfgs[1:]:
+        seed_everything(int(mcfg.seed))
+        bundles.append(prepare_data(mcfg) if bundle.seeded else bundle)
+    members = []
+    for mcfg, data in zip(mcfgs, bundles):
+        seed_everything(int(mcfg.seed))
+        members.append(build_model(mcfg, data).to(device))
+    return mcfgs, bundles, members
+
+
 def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
     size = int(cfg.trainer.seed_batch)
     _config.validate(cfg)
@@ -394,34 +419,31 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
     else:
         runs = []
 
-    # build every member as its separate run would: seed, then the family's constructor
-    seed_everything(seed)
-    bundle = prepare_data(cfg)
-    members, shells = [], []
-    for s in range(seed, seed + size):
-        seed_everything(s)
-        members.append(build_model(cfg, bundle).to(device))
+    mcfgs, bundles, members = build_members(cfg, device)
+    shells = []
     reason = members[0].seed_batch_refusal()
     if cfg.trainer.get("compile"):
         reason = reason or "trainer.compile compiles one network at a time"
     if reason is not None:
         return _in_turn(cfg, size, reason)
-    for s in range(seed, seed + size):
-        shells.append(build_model(cfg, bundle).to(device))  # ordinary models that receive a member for its grid/eval
+    for mcfg, data in zip(mcfgs, bundles):
+        shells.append(build_model(mcfg, data).to(device))  # ordinary models that receive a member for its grid/eval
     if checkpoint is None:
         runs = [claim_run_dir(cfg, job)]
         for s in range(seed + 1, seed + size):
             claimed = RunDir(member_dir(runs[0].path, seed, s)).claim()
             runs.append(claimed)
     stack = MemberStack(members)
-    bundle.to(device)
-    trainer = SeedBatchTrainer(cfg, stack, shells, bundle, runs, checkpoint)
+    for data in {id(b): b for b in bundles}.values():
+        data.to(device)
+    trainer = SeedBatchTrainer(cfg, stack, shells, bundles, runs, checkpoint)
     stack.model.read_host_state()  # after the checkpoint loaded: loading forgets the host copies
     overrides = _config.hydra_overrides()
     for s, run, mcfg in zip(trainer.seeds, runs, trainer.member_cfgs):
         _write_member_config(mcfg, run, overrides, s)
-    console.print(f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/], {size} seeds ({seed}..{seed + size - 1}) "
-                  f"stacked, {sum(trainer.parameters.values()):,} parameters each, on {device}; run dirs "
+    own_data = " (each its own draw of the data)" if bundles[0].seeded else ""
+    console.print(f"[bold]{cfg.model.name}[/] on [bold]{bundles[0].variant}[/], {size} seeds ({seed}..{seed + size - 1}) "
+                  f"stacked{own_data}, {sum(trainer.parameters.values()):,} parameters each, on {device}; run dirs "
                   f"{runs[0].path} .. {runs[-1].path.name}")
 
     resume_hint = (f"continue with the same command plus hydra.run.dir={runs[0].path} trainer.resume=true")
@@ -447,7 +469,7 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
     # finish: each member as a resumed run at its last step (grid, evaluation, metrics.json, W&B)
     stop.where = f"after training ({trainer.step} steps, checkpoints saved); {resume_hint} to finish the members"
     results = []
-    for s, run, mcfg in zip(trainer.seeds, runs, trainer.member_cfgs):
+    for s, run, mcfg, data in zip(trainer.seeds, runs, trainer.member_cfgs, bundles):
         if run.metrics.is_file() and not trained:  # finished by the interrupted invocation
             results.append({"seed": s, "run_dir": str(run.path), "finished": "before"})
             continue
@@ -455,7 +477,7 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
             trainer.save_member_checkpoints()
         if trained and run.metrics.is_file():
             run.metrics.unlink()  # a longer run than the one that wrote it: finish again
-        out = run_training(mcfg, bundle=bundle, member=True, stop=stop)
+        out = run_training(mcfg, bundle=data, member=True, stop=stop)
         results.append({"seed": s, "run_dir": str(run.path), "metrics": out})
     first = results[0].get("metrics") or {}
     return {**first, "seed_batch": results}

@@ -16,7 +16,7 @@ from gencompare.build import build_model, prepare_data
 from gencompare.errors import GencompareError
 from gencompare.report.runs import find_run_dirs, load_run
 from gencompare.runner import train
-from gencompare.seeds import MemberStack, clip_members, member_dir, train_seed_batch
+from gencompare.seeds import MemberStack, build_members, clip_members, member_dir, train_seed_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,20 +31,23 @@ def test_member_dirs_are_the_separate_runs_names():
     assert member_dir(Path("custom"), 5, 5) == Path("custom")
 
 
-def test_members_start_from_their_own_runs_weights(compose):
-    cfg = compose("model=gan", "dataset=ring8")
-    bundle = prepare_data(cfg)
-    members, alone = [], []
-    for s in (3, 4, 5):
-        seed_everything(s)
-        members.append(build_model(cfg, bundle))
-        seed_everything(s)
-        alone.append(build_model(cfg, bundle))
+def test_members_start_from_their_own_runs_weights_and_data(compose):
+    """Each member is built as runner.train builds its separate run: the 2D mixtures are
+    drawn from the run seed, so member i trains on (and is scored against) seed i's draw."""
+    cfg = compose("model=gan", "dataset=ring8", "seed=3", "trainer.seed_batch=3")
+    _, bundles, members = build_members(cfg)
     stack = MemberStack(members)
-    for i, model in enumerate(alone):
+    for i, s in enumerate((3, 4, 5)):
+        alone_cfg = compose("model=gan", "dataset=ring8", f"seed={s}")
+        seed_everything(s)
+        data = prepare_data(alone_cfg)
+        model = build_model(alone_cfg, data)
+        for split in ("train", "valid", "test"):
+            assert torch.equal(getattr(bundles[i], split), getattr(data, split))
         state = stack.member_state(i)
         assert state.keys() == model.state_dict().keys()
         assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not torch.equal(bundles[0].train, bundles[1].train)
     assert not torch.equal(stack.member_state(0)["generator.0.weight"], stack.member_state(1)["generator.0.weight"])
 
 
@@ -83,6 +86,7 @@ def test_each_member_writes_an_ordinary_run_dir(compose, tmp_path):
         # a member's time is its share of the batch's: rates and times compare with separate runs'
         assert m["train_time_s"] == pytest.approx(m["seed_batch"]["batch_train_time_s"] / 3, rel=0.05)
         assert m["parameters_total"] == 34179  # one member's networks, not the stack's
+        assert m["data"]["source"] == f"generated from seed {s}"  # its own draw of the mixture, as alone
         losses.append(m["final_losses"]["g_loss"])
         assert m["mode_coverage"]["num_modes"] == 8
         assert [json.loads(line)["step"] for line in (d / "history.jsonl").read_text().splitlines()] == [10, 20]
