@@ -369,9 +369,9 @@ class Trainer:
         self.eval_history.append({"step": self.step, **results})
         self.model.train()
 
-    def save_checkpoint(self) -> None:
-        self.window.check_finite()
-        save_checkpoint({
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint holds: model, optimizers, step and batch count, RNG, config, ..."""
+        return {
             "family": self.cfg.model.name, "variant": self.bundle.variant, "step": self.step,
             "batches_drawn": self.stream.batches_drawn, "model": self.model.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
@@ -379,7 +379,11 @@ class Trainer:
             "wandb_id": getattr(self.tracker, "run_id", None), "data_shape": list(self.bundle.shape),
             "eval_history": self.eval_history, "last_logs": self.last_logs,
             "arch": getattr(self.model, "arch", None),
-        }, self.run.checkpoint)
+        }
+
+    def save_checkpoint(self) -> None:
+        self.window.check_finite()
+        save_checkpoint(self.checkpoint_state(), self.run.checkpoint)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0

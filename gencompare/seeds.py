@@ -281,16 +281,13 @@ class SeedBatchTrainer(Trainer):
             self.member_evals[i].append({"step": self.step, **results})
 
     def save_checkpoint(self) -> None:
+        """The runner's checkpoint of the stacked model, with the members' records, in
+        :data:`SEED_BATCH_CHECKPOINT` of member 0's dir."""
         self.window.check_finite()
-        save_checkpoint({
-            "family": self.cfg.model.name, "variant": self.bundle.variant, "step": self.step,
-            "batches_drawn": self.stream.batches_drawn, "model": self.model.state_dict(),
-            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-            "rng": rng_state(), "config": self.config, "train_time_s": self.time_before + self.elapsed(),
-            "data_shape": list(self.bundle.shape), "arch": getattr(self.model, "arch", None),
-            "seed_batch": {"size": self.size, "seeds": self.seeds, "dirs": [str(r.path) for r in self.runs],
-                           "member_logs": self.member_logs, "member_evals": self.member_evals},
-        }, self.run.path / SEED_BATCH_CHECKPOINT)
+        state = self.checkpoint_state()
+        state["seed_batch"] = {"size": self.size, "seeds": self.seeds, "dirs": [str(r.path) for r in self.runs],
+                               "member_logs": self.member_logs, "member_evals": self.member_evals}
+        save_checkpoint(state, self.run.path / SEED_BATCH_CHECKPOINT)
 
     def save_member_checkpoints(self) -> None:
         """An ordinary checkpoint in every member's run dir, as its separate run would leave
