@@ -93,6 +93,11 @@ def run_cli(*args: str, cwd: Path, data_dir: Path, env: dict | None = None, time
                 "GENCOMPARE_CACHE_DIR": str(data_dir / "cache"), "WANDB_MODE": "offline",
                 "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     full_env.pop("HYDRA_FULL_ERROR", None)
+    # a test that ran W&B in this process left WANDB_SERVICE naming its wandb-core service: a
+    # CLI run that inherits it logs through that service, whose transaction log of the run
+    # may not be on disk when the test reads it (seen in the full suite); a user's command
+    # starts its own service
+    full_env.pop("WANDB_SERVICE", None)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "gencompare.cli", *args]
     if not wait:
