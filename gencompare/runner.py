@@ -145,6 +145,19 @@ def _host_floats(values: list[Tensor | float]) -> list[float]:
     return [float(v) for v in values]
 
 
+def append_history(history, run: RunDir, step: int, record: dict[str, Any]) -> None:
+    """Append one ``history.jsonl`` line to the open file ``history`` of ``run`` and flush it.
+
+    Raises:
+        GencompareError: the write failed (one line naming the file).
+    """
+    try:
+        history.write(history_line(step, record))
+        history.flush()
+    except OSError as exc:
+        raise GencompareError(f"cannot write {run.history}: {exc.strerror or exc}") from None
+
+
 def clip_and_measure(params: list[Tensor], max_norm: float, measure: bool) -> Tensor | None:
     """Clip the gradients of ``params`` to total L2 norm ``max_norm`` (``trainer.grad_clip``;
     infinite: no clipping) and return their norm before clipping when ``measure`` or when
@@ -345,11 +358,7 @@ class Trainer:
         record = {**{f"train/{k}": v for k, v in self.last_logs.items()},
                   "train/samples_per_s": rate, "train/epoch": self.stream.epoch}
         self.tracker.log(record, step=self.step)
-        try:
-            history.write(history_line(self.step, record))
-            history.flush()
-        except OSError as exc:
-            raise GencompareError(f"cannot write {self.run.history}: {exc.strerror or exc}") from None
+        append_history(history, self.run, self.step, record)
         shown = [k for k in self.last_logs if not k.startswith("grad_norm")][:4]
         self.stats = {**{k: self.last_logs[k] for k in shown}, "ex/s": rate}
 

@@ -57,8 +57,8 @@ from gencompare.errors import GencompareError
 from gencompare.evaluate import check_metrics_config, evaluate_and_log
 from gencompare.models.base import GenerativeModel
 from gencompare.plots import save_samples
-from gencompare.record import RunDir, history_line, trim_history
-from gencompare.runner import Interrupted, StopRequest, Trainer, claim_run_dir, grid_samples
+from gencompare.record import RunDir, trim_history
+from gencompare.runner import Interrupted, StopRequest, Trainer, append_history, claim_run_dir, grid_samples
 from gencompare.runner import train as run_training
 from gencompare.terminal import console
 from gencompare.tracking import Tracker
@@ -252,11 +252,7 @@ class SeedBatchTrainer(Trainer):
         for run, history, logs in zip(self.runs, histories, self.member_logs):
             record = {**{f"train/{k}": v for k, v in logs.items()}, "train/samples_per_s": rate,
                       "train/epoch": self.stream.epoch}
-            try:
-                history.write(history_line(self.step, record))
-                history.flush()
-            except OSError as exc:
-                raise GencompareError(f"cannot write {run.history}: {exc.strerror or exc}") from None
+            append_history(history, run, self.step, record)
         shown = [k for k in self.last_logs if not k.startswith("grad_norm")][:4]
         self.stats = {**{k: self.last_logs[k] for k in shown}, "ex/s": rate * self.size}
 
