@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-WALL_CLOCK = {"train_time_s", "steps_per_s", "samples_per_s", "sample_time_1000_s", "train/samples_per_s"}
+WALL_CLOCK = {"train_time_s", "steps_per_s", "samples_per_s", "sample_time_1000_s", "train/samples_per_s",
+              "batch_train_time_s"}
 # Since the redesign the gradient norm is measured at log steps only (it cost ~20 % of a
 # small network's step): grad_norm/* is the norm at the log step, no longer a mean over the
 # window, so --skip-grad-norms compares everything else.

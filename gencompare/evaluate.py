@@ -178,12 +178,30 @@ def check_metrics_config(mcfg: DictConfig, kind: str) -> None:
         )
 
 
+def num_evaluation_samples(mcfg: DictConfig, kind: str, final: bool = True) -> int:
+    """How many samples an evaluation of ``kind`` data ("image" or "points") scores."""
+    n = int(mcfg.num_samples if kind == "image" else mcfg.num_samples_2d)
+    return n if final else min(n, int(mcfg.intermediate_num_samples))
+
+
+def evaluation_samples(mcfg: DictConfig, model: GenerativeModel, kind: str, seed: int,
+                       final: bool = True) -> tuple[torch.Tensor, float]:
+    """The samples :func:`evaluate_model` scores for run seed ``seed``, and the seconds the
+    first 1,000 took: ``(N, *data shape)`` on the CPU, N = :func:`num_evaluation_samples`.
+    Drawn from their own seed in a forked RNG, so drawing them before the evaluation (the
+    runner's final 2D scatter plot shows them) leaves every metric as it was."""
+    return draw_samples(model, num_evaluation_samples(mcfg, kind, final), int(mcfg.sample_batch_size), seed + 777)
+
+
 def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle, *, run_dir: Path,
-                   cache_dir: Path, seed: int, final: bool = True) -> dict[str, Any]:
+                   cache_dir: Path, seed: int, final: bool = True,
+                   drawn: tuple[torch.Tensor, float] | None = None) -> dict[str, Any]:
     """Every metric that applies to ``bundle`` for ``model``; a nested dict for metrics.json.
 
     ``final=False`` (intermediate evaluation) skips the likelihood, the baselines and
-    plots, and uses ``mcfg.intermediate_num_samples``.
+    plots, and uses ``mcfg.intermediate_num_samples``. ``drawn``: what
+    :func:`evaluation_samples` returned for this model and seed, when the caller already
+    drew them (they are not drawn twice).
 
     Raises:
         GencompareError: fewer samples than the Parzen protocol's centres.
@@ -191,13 +209,13 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     out: dict[str, Any] = {}
     cont = bundle.continuous_view()
     image = bundle.kind == "image"
-    n = int(mcfg.num_samples if image else mcfg.num_samples_2d)
-    if not final:
-        n = min(n, int(mcfg.intermediate_num_samples))
+    n = num_evaluation_samples(mcfg, bundle.kind, final)
     pc = mcfg.parzen
     if final:
         check_metrics_config(mcfg, bundle.kind)
-    samples, t1000 = draw_samples(model, n, int(mcfg.sample_batch_size), seed + 777)
+    samples, t1000 = drawn if drawn is not None else evaluation_samples(mcfg, model, bundle.kind, seed, final)
+    if len(samples) != n:
+        raise ValueError(f"evaluate_model was handed {len(samples)} samples for an evaluation of {n}")
     out["sample_time_1000_s"] = t1000
     out["num_samples"] = n
     sampler = model.describe_sampler()
@@ -327,13 +345,14 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
 
 # ------------------------------------------------------------ during and after training
 def evaluate_and_log(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir, tracker: Tracker,
-                     step: int, *, final: bool) -> dict[str, Any]:
+                     step: int, *, final: bool, drawn: tuple[torch.Tensor, float] | None = None) -> dict[str, Any]:
     """Evaluate with ``cfg.metrics`` in a forked RNG (training's random stream is untouched,
-    so evaluating never changes the trained weights) and log the scalars as ``eval/*``."""
+    so evaluating never changes the trained weights) and log the scalars as ``eval/*``.
+    ``drawn``: see :func:`evaluate_model`."""
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         results = evaluate_model(cfg.metrics, model, bundle, run_dir=run.path, cache_dir=Path(cfg.paths.cache_dir),
-                                 seed=int(cfg.seed), final=final)
+                                 seed=int(cfg.seed), final=final, drawn=drawn)
     scalars = {f"eval/{k}": v for k, v in flatten(results).items() if isinstance(v, (int, float))}
     tracker.log(scalars, step=step)
     if final and run.parzen_plot.is_file():
@@ -341,13 +360,20 @@ def evaluate_and_log(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle
     return results
 
 
+def metrics_enabled(cfg: DictConfig) -> bool:
+    """Whether the run's ``metrics`` group asks for an evaluation."""
+    return bool(cfg.get("metrics")) and bool(cfg.metrics.enabled)
+
+
 def evaluate_after_training(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir,
-                            tracker: Tracker, step: int) -> dict[str, Any]:
-    """The final evaluation (``metrics`` group), printed as a table; ``{}`` when disabled."""
-    if not cfg.get("metrics") or not cfg.metrics.enabled:
+                            tracker: Tracker, step: int,
+                            drawn: tuple[torch.Tensor, float] | None = None) -> dict[str, Any]:
+    """The final evaluation (``metrics`` group), printed as a table; ``{}`` when disabled.
+    ``drawn``: see :func:`evaluate_model`."""
+    if not metrics_enabled(cfg):
         return {}
     console.print("evaluating ...")
-    results = evaluate_and_log(cfg, model, bundle, run, tracker, step, final=True)
+    results = evaluate_and_log(cfg, model, bundle, run, tracker, step, final=True, drawn=drawn)
     table_console().print(metrics_table(results, f"{cfg.model.name} on {bundle.variant}, step {step}"))
     return results
 

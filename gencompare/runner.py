@@ -30,7 +30,8 @@ from gencompare.build import build_model, prepare_data, resolve_device, run_dir_
 from gencompare.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from gencompare.data import BatchStream, DataBundle, binarize
 from gencompare.errors import GencompareError
-from gencompare.evaluate import check_metrics_config, evaluate_and_log, evaluate_after_training
+from gencompare.evaluate import (check_metrics_config, evaluate_after_training, evaluate_and_log, evaluation_samples,
+                                 metrics_enabled)
 from gencompare.models.base import GenerativeModel, count_parameters
 from gencompare.plots import save_samples
 from gencompare.record import Evaluation, RunDir, RunMetrics, history_line, trim_history, write_metrics
@@ -362,11 +363,15 @@ class Trainer:
         shown = [k for k in self.last_logs if not k.startswith("grad_norm")][:4]
         self.stats = {**{k: self.last_logs[k] for k in shown}, "ex/s": rate}
 
-    def write_grid(self, tag: str):
+    def write_grid(self, tag: str, samples: Tensor | None = None):
+        """The sample grid (images) or scatter plot (points) ``tag``, of ``samples`` when
+        given, else of samples drawn from the grid's fixed seed (:func:`grid_samples`)."""
         n = int(self.t.num_grid_samples) if self.bundle.kind == "image" else 2500
         title = f"{self.cfg.model.name} on {self.bundle.variant}, step {self.step}"
         real = self.bundle.train[:5000] if self.bundle.kind == "points" else None  # drawn faint behind the samples
-        path = save_samples(grid_samples(self.model, n, self.grid_seed), self.run.grid(tag),
+        if samples is None:
+            samples = grid_samples(self.model, n, self.grid_seed)
+        path = save_samples(samples, self.run.grid(tag),
                             means=self.bundle.means, std=self.bundle.std, real=real, seed=int(self.cfg.seed),
                             title=title)
         if self.cfg.logger.get("log_images", True):
@@ -546,10 +551,15 @@ def _train(cfg: DictConfig, stop: StopRequest, *, bundle: DataBundle | None = No
         # finish: the final grid, the evaluation, metrics.json
         stop.where = (f"after training ({trainer.step} steps, checkpoint saved); {resume_hint} "
                       "to draw the final grid and evaluate")
-        metrics = trainer.record(trainer.write_grid("samples"))
+        # 2D points: the final scatter plot shows the samples the evaluation scores, drawn
+        # once (a DDPM's 2,500 ancestral samples cost ~30 s of a CPU core: drawn twice before)
+        drawn = None
+        if bundle.kind == "points" and metrics_enabled(cfg):
+            drawn = evaluation_samples(cfg.metrics, model, bundle.kind, int(cfg.seed))
+        metrics = trainer.record(trainer.write_grid("samples", None if drawn is None else drawn[0]))
         if checkpoint is not None and checkpoint.get("seed_batch_member"):  # which batch trained this run
             metrics.extra["seed_batch"] = {k: v for k, v in checkpoint["seed_batch_member"].items() if k != "checkpoint"}
-        results = evaluate_after_training(cfg, model, bundle, run, tracker, trainer.step)
+        results = evaluate_after_training(cfg, model, bundle, run, tracker, trainer.step, drawn=drawn)
         metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None
         metrics.wandb = tracker.reference()
         write_metrics(metrics, run.metrics)

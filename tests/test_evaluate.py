@@ -94,3 +94,37 @@ def test_kmeans_baseline_is_omitted_when_centres_are_not_fewer_than_training_ima
     assert "kmeans_centroids" not in b and "4000 training images" in b["note"]
     assert b["train_images"]["num_centres"] == 4000
     assert "omitted" in ev.stdout
+
+
+def test_2d_final_scatter_plot_shows_the_scored_samples_drawn_once(tmp_path, data_dir, monkeypatch):
+    """A 2D run's final scatter plot is of the 2,500 samples its evaluation scores, drawn
+    once: a DDPM's 1,000-step ancestral sampler made a second draw cost ~30 s of a CPU core
+    per run. The modes in metrics.json are those of the plotted points."""
+    from conftest import compose_train
+    from gencompare import evaluate, runner
+    from gencompare.data import mixture_means
+    from gencompare.metrics.mode_coverage import mixture_coverage
+
+    draws, plotted = [], []
+    real_draw, real_save = evaluate.draw_samples, runner.save_samples
+
+    def counting_draw(model, n, batch_size, seed):
+        out = real_draw(model, n, batch_size, seed)
+        draws.append(out[0])
+        return out
+
+    def keeping_save(samples, path, **kw):
+        plotted.append(samples)
+        return real_save(samples, path, **kw)
+
+    monkeypatch.setattr(evaluate, "draw_samples", counting_draw)
+    monkeypatch.setattr(runner, "save_samples", keeping_save)
+    monkeypatch.setattr(runner, "grid_samples", lambda *a, **k: pytest.fail("the final 2D grid drew its own samples"))
+    cfg = compose_train(tmp_path / "r", data_dir, "model=gan", "dataset=ring8", "trainer.max_steps=4", "metrics=default",
+                        "metrics.likelihood.enabled=false")
+    out = runner.train(cfg)
+    assert [len(d) for d in draws] == [2500]
+    assert len(plotted) == 1 and plotted[0] is draws[0]
+    assert (tmp_path / "r" / out["sample_grid"]).stat().st_size > 0
+    means, std = mixture_means("ring8")
+    assert out["mode_coverage"] == mixture_coverage(draws[0], means, std)
