@@ -117,6 +117,8 @@ def test_remedies_2d_methods_compose(method):
     name, m, kernels, k, batch, steps = METHODS[method]
     mod = cfg.model.module
     assert cfg.model.name == name and cfg.trainer.batch_size == batch and cfg.trainer.max_steps == steps
+    # coverage curves every 500 steps, the DDPM's every 1,000 (2,500 ancestral samples a seed)
+    assert cfg.trainer.eval_every == (1000 if name == "ddpm" else 500)
     if name == "gan":  # every GAN row in PacGAN's setting, one remedy apart
         assert (mod.arch, mod.updates, mod.pack, mod.minibatch_kernels, mod.unrolled_steps) == (
             "pacgan2d", "simultaneous", m, kernels, k)

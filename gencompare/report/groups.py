@@ -25,7 +25,8 @@ BASELINES = (("train_images", "train images (baseline)"), ("kmeans_centroids", "
 _IGNORED_CONFIG = ("seed", "paths.", "logger.", "hydra.", "tags", "task_name", "device.", "optimized_metric",
                    "trainer.progress", "trainer.resume", "trainer.log_every", "trainer.sample_every",
                    "trainer.checkpoint_every", "trainer.num_grid_samples", "trainer.eval_every",
-                   "dataset.data_dir", "dataset.download", "dataset.system_dirs", "model.experiment_max_steps.")
+                   "dataset.data_dir", "dataset.download", "dataset.system_dirs", "model.experiment_max_steps.",
+                   "model.experiment_eval_every.")
 _IGNORED_SUFFIXES = ("memory_budget_mb", "sample_batch_size", "bound_batch_size", "iwae_chunk",
                      "likelihood.batch_size")
 
