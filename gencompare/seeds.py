@@ -146,11 +146,16 @@ class MemberStack:
         """
         params = {f"model.{k}": v for k, v in self.model.named_parameters()}
         buffers = {f"model.{k}": v for k, v in self.model.named_buffers()}
+        extra = self.model.member_inputs()  # e.g. the unrolled GAN's Adam moments, (S, ...) each
 
-        def member(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor):
-            return functional_call(self._step, (p, b), (x, name))
+        def member(p: dict[str, Tensor], b: dict[str, Tensor], e: dict[str, Tensor], x: Tensor):
+            self.model.member_slices = e
+            try:
+                return functional_call(self._step, (p, b), (x, name))
+            finally:
+                self.model.member_slices = None
 
-        return vmap(member, randomness="different")(params, buffers, batches)
+        return vmap(member, randomness="different")(params, buffers, extra, batches)
 
     def member_state(self, i: int) -> dict[str, Tensor]:
         """Member ``i``'s ``state_dict``: the keys and shapes of one model of the family."""

@@ -52,6 +52,8 @@ class GenerativeModel(nn.Module, abc.ABC):
     #: then one member's slices under ``torch.func.vmap``, so a step must not change
     #: ``requires_grad`` nor read a tensor on the host (no ``.item()``, ``bool(t)``).
     vmapped: bool = False
+    #: under that vmap, this member's slices of :meth:`member_inputs` (None outside it)
+    member_slices: dict[str, Tensor] | None = None
 
     def __init__(self, *, data_shape: Sequence[int], binary: bool = False) -> None:
         super().__init__()
@@ -130,6 +132,13 @@ class GenerativeModel(nn.Module, abc.ABC):
         """What :meth:`log_likelihood` computes, in words, for the report (None: the
         report's generic name for :attr:`likelihood_kind`)."""
         return None
+
+    def member_inputs(self) -> dict[str, Tensor]:
+        """Stacked tensors ``(S, ...)`` that a seed-batch member's step reads besides its
+        parameters and buffers (the unrolled GAN: its optimizer's moments), read before each
+        stacked step; under the vmap the member finds its slices in ``self.member_slices``.
+        Default: none."""
+        return {}
 
     def seed_batch_refusal(self) -> str | None:
         """Why this model's seeds cannot train stacked under ``torch.func.vmap``

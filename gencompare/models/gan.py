@@ -48,7 +48,8 @@ from torch.optim import Optimizer
 from gencompare.models.base import GenerativeModel, OptimizerFactory
 from gencompare.models.conv32 import DCGAN32Discriminator, DCGAN32Generator
 from gencompare.models.conv32 import init_dcgan as _init_dcgan
-from gencompare.models.gan_remedies import MinibatchDiscrimination, pack, unrolled_parameters
+from gencompare.models.gan_remedies import (MinibatchDiscrimination, adam_hyperparameters, adam_moments, pack,
+                                            unrolled_parameters, unrolled_parameters_vmapped)
 
 _ARCHS = ("auto", "mlp", "dcgan", "mlp2d", "pacgan2d")
 _LOSSES = ("non_saturating", "minimax")
@@ -351,6 +352,7 @@ class GAN(GenerativeModel):
         self._generator_optimizer = generator_optimizer
         self._discriminator_optimizer = discriminator_optimizer
         self._d_optimizer: Optimizer | None = None  # what steps D, read by the unrolled GAN
+        self._unrolled_shared: tuple[list[Tensor], list[dict]] | None = None  # seed batch: Adam's step counts, groups
 
         d, z, m = self.data_dim, self.latent_dim, self.pack
         minibatch = (int(minibatch_kernels), int(minibatch_kernel_dim)) if minibatch_kernels else None
@@ -438,10 +440,20 @@ class GAN(GenerativeModel):
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
-    def seed_batch_refusal(self) -> str | None:
-        if self.unrolled_steps:
-            return "the unrolled GAN steps through its discriminator's Adam state, which vmap cannot slice per seed"
-        return None
+    def member_inputs(self) -> dict[str, Tensor]:
+        """The unrolled GAN's per-member input: its discriminator's Adam moments
+        ``exp_avg.<name>`` and ``exp_avg_sq.<name>``, stacked ``(S, ...)`` as the parameters;
+        the shared step counts and hyperparameters are kept on the host for the step."""
+        if not self.unrolled_steps:
+            return {}
+        if self._d_optimizer is None:
+            raise RuntimeError("unrolled_steps needs configure_optimizers() to have run")
+        names = [n for n, _ in self.discriminator.named_parameters()]
+        live = [p for _, p in self.discriminator.named_parameters()]
+        exp_avg, exp_avg_sq, step = adam_moments(self._d_optimizer, live)
+        self._unrolled_shared = (step, adam_hyperparameters(self._d_optimizer, live))
+        return {**{f"exp_avg.{n}": t for n, t in zip(names, exp_avg)},
+                **{f"exp_avg_sq.{n}": t for n, t in zip(names, exp_avg_sq)}}
 
     # -- training ---------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Optimizer]:
@@ -480,7 +492,16 @@ class GAN(GenerativeModel):
         Against D itself, whose weights get no gradient, or, with ``unrolled_steps``,
         against D after that many Adam steps on ``(real, fake)`` (Metz et al. 2017, eq. 6).
         """
-        if self.unrolled_steps:
+        if self.unrolled_steps and self.vmapped:
+            # one member of a seed batch: its own Adam moments, sliced by the vmap
+            names = [n for n, _ in self.discriminator.named_parameters()]
+            mine = self.member_slices
+            step, groups = self._unrolled_shared
+            params = unrolled_parameters_vmapped(
+                self.discriminator, [mine[f"exp_avg.{n}"] for n in names], [mine[f"exp_avg_sq.{n}"] for n in names],
+                step, groups, lambda disc: self._d_objective(disc(real), disc(fake)), self.unrolled_steps)
+            logit_fake = functional_call(self.discriminator, params, (fake,))
+        elif self.unrolled_steps:
             if self._d_optimizer is None:
                 raise RuntimeError("unrolled_steps needs configure_optimizers() to have run")
             params = unrolled_parameters(self.discriminator, self._d_optimizer,

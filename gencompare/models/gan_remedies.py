@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -131,19 +131,39 @@ def unrolled_parameters(module: nn.Module, optimizer: Optimizer, loss_fn: Callab
     live = [p for _, p in module.named_parameters()]
     groups = adam_hyperparameters(optimizer, live)
     theta = [p.detach().requires_grad_() for p in live]
+    exp_avg, exp_avg_sq, step = adam_moments(optimizer, live)
+
+    def gradient(theta: list[Tensor]) -> tuple[Tensor, ...]:
+        params = dict(zip(names, theta))
+        loss = loss_fn(lambda x, params=params: functional_call(module, params, (x,)))
+        return torch.autograd.grad(loss, theta, create_graph=True)
+
+    return dict(zip(names, adam_unroll(theta, exp_avg, exp_avg_sq, step, groups, gradient, steps)))
+
+
+def adam_moments(optimizer: Optimizer, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Adam's ``(exp_avg, exp_avg_sq, step)`` of each of ``params`` (zeros before its first
+    step), detached: where :func:`unrolled_parameters` starts. ``step`` is a CPU float64
+    scalar tensor per parameter, as torch keeps it."""
     exp_avg, exp_avg_sq, step = [], [], []
-    for p in live:
+    for p in params:
         state = optimizer.state.get(p, {})
-        exp_avg.append(state["exp_avg"].detach() if "exp_avg" in state else torch.zeros_like(p))
-        exp_avg_sq.append(state["exp_avg_sq"].detach() if "exp_avg_sq" in state else torch.zeros_like(p))
+        exp_avg.append(state["exp_avg"].detach() if "exp_avg" in state else torch.zeros_like(p).detach())
+        exp_avg_sq.append(state["exp_avg_sq"].detach() if "exp_avg_sq" in state else torch.zeros_like(p).detach())
         # a CPU scalar tensor, as torch keeps it: combined with device tensors as a scalar,
         # without a device sync (float64, as torch computes the bias corrections)
         step.append(state["step"].detach().double() if "step" in state else torch.tensor(0.0, dtype=torch.float64))
+    return exp_avg, exp_avg_sq, step
 
+
+def adam_unroll(theta: list[Tensor], exp_avg: list[Tensor], exp_avg_sq: list[Tensor], step: list[Tensor],
+                groups: list[dict], gradient: Callable[[list[Tensor]], Sequence[Tensor]], steps: int) -> list[Tensor]:
+    """``steps`` updates of ``torch.optim.Adam`` (its arithmetic, hyperparameters ``groups``)
+    from ``theta`` and its moments, each on ``gradient(theta)``; a graph when the gradients
+    are (create_graph, or ``torch.func.grad``). Returns the last parameters."""
+    exp_avg, exp_avg_sq, step = list(exp_avg), list(exp_avg_sq), list(step)
     for _ in range(steps):
-        params = dict(zip(names, theta))
-        loss = loss_fn(lambda x, params=params: functional_call(module, params, (x,)))
-        grads = torch.autograd.grad(loss, theta, create_graph=True)
+        grads = gradient(theta)
         new_theta = []
         for i, (p, g, group) in enumerate(zip(theta, grads, groups)):
             beta1, beta2 = group["betas"]
@@ -155,4 +175,25 @@ def unrolled_parameters(module: nn.Module, optimizer: Optimizer, loss_fn: Callab
             denom = _safe_sqrt(exp_avg_sq[i]) / bias2_sqrt + group["eps"]
             new_theta.append(p - (group["lr"] / bias1) * exp_avg[i] / denom)
         theta = new_theta
-    return dict(zip(names, theta))
+    return theta
+
+
+def unrolled_parameters_vmapped(module: nn.Module, exp_avg: list[Tensor], exp_avg_sq: list[Tensor],
+                                step: list[Tensor], groups: list[dict],
+                                loss_fn: Callable[[Callable[[Tensor], Tensor]], Tensor], steps: int) -> dict[str, Tensor]:
+    """:func:`unrolled_parameters` for one member of a seed batch, under ``torch.func.vmap``
+    (:mod:`gencompare.seeds`), where ``requires_grad`` cannot change: the gradients are
+    ``torch.func.grad``'s, which the outer backward differentiates as it does
+    ``create_graph=True``. The Adam state is the member's own slices (``exp_avg``,
+    ``exp_avg_sq``, in ``module.named_parameters()`` order) and the shared ``step`` counts
+    and ``groups``, read outside the vmap (:func:`adam_moments`, :func:`adam_hyperparameters`).
+    Same update; not bit-identical to the plain path (batched products round differently)."""
+    names = [n for n, _ in module.named_parameters()]
+    theta = [p.detach() for _, p in module.named_parameters()]
+
+    def loss_of(theta: list[Tensor]) -> Tensor:
+        params = dict(zip(names, theta))
+        return loss_fn(lambda x: functional_call(module, params, (x,)))
+
+    gradient = torch.func.grad(loss_of)
+    return dict(zip(names, adam_unroll(theta, exp_avg, exp_avg_sq, step, groups, gradient, steps)))
