@@ -58,6 +58,7 @@ class DatasetConfig:
     device: Optional[str] = None             # ${device.name}: where a resident split would live
     # overrides the family's model.binarize where set (8-bit data: none, bits/dim in one column)
     binarize: Optional[str] = None
+    random_flip: bool = False                # images: each training image mirrored left-right with probability 1/2
 
 
 @dataclass
@@ -76,6 +77,7 @@ class TrainerConfig:
     progress: bool = True
     compile: bool = False  # torch.compile each of the family's networks (Module.compile: same state_dict)
     seed_batch: int = 1    # S > 1: seeds seed..seed+S-1 trained stacked in one process (gencompare.seeds)
+    lr_warmup_steps: int = 0  # N > 0: every learning rate scaled by min(step / N, 1) (Ho et al. 2020's warm-up)
 
 
 @dataclass
@@ -148,6 +150,10 @@ def validate(cfg: DictConfig) -> None:
         raise GencompareError(f"trainer.batch_size must be a positive integer, got {t.batch_size}")
     if t.get("seed_batch") is not None and int(t.seed_batch) < 1:
         raise GencompareError(f"trainer.seed_batch (seeds trained at once) must be >= 1, got {t.seed_batch}")
+    if int(t.get("lr_warmup_steps") or 0) < 0:
+        raise GencompareError(f"trainer.lr_warmup_steps must be >= 0 (0: no warm-up), got {t.lr_warmup_steps}")
+    if cfg.get("dataset") is not None and cfg.dataset.get("random_flip") and cfg.dataset.get("kind") == "points":
+        raise GencompareError(f"dataset.random_flip mirrors images; {cfg.dataset.name} holds 2D points")
     if t.epochs is None and t.max_steps <= 0:
         raise GencompareError(f"trainer.max_steps must be positive, got {t.max_steps}")
     if t.epochs is not None and t.epochs <= 0:

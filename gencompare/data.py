@@ -371,6 +371,15 @@ def _load_mixture(cfg, seed: int) -> DataBundle:
 BINARIZATIONS = ("none", "dynamic", "static", "threshold")
 
 
+def random_hflip(x: Tensor) -> Tensor:
+    """Each image of ``x`` ``(..., C, H, W)`` mirrored left-right with probability 1/2, on
+    its own coin from the global (training) RNG: ``dataset.random_flip``, the CIFAR-10
+    augmentation of Ho et al. 2020 (official code: scripts/run_cifar.py, ``randflip=1``,
+    ``tf.image.random_flip_left_right`` on the training batch)."""
+    flip = torch.rand(x.shape[:-3], device=x.device) < 0.5
+    return torch.where(flip[..., None, None, None], x.flip(-1), x)
+
+
 def binarize(x: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
     """Binarize pixel intensities ``x`` in [0, 1] (any shape) to {0, 1} floats.
 

@@ -28,7 +28,7 @@ from torch import Tensor
 from gencompare import config as _config
 from gencompare.build import build_model, prepare_data, resolve_device, run_dir_of, total_steps
 from gencompare.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from gencompare.data import BatchStream, DataBundle, binarize
+from gencompare.data import BatchStream, DataBundle, binarize, random_hflip
 from gencompare.errors import GencompareError
 from gencompare.evaluate import (check_metrics_config, evaluate_after_training, evaluate_and_log, evaluation_samples,
                                  metrics_enabled)
@@ -175,6 +175,23 @@ def clip_and_measure(params: list[Tensor], max_norm: float, measure: bool) -> Te
     return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
+def warmup_schedulers(optimizers: dict[str, torch.optim.Optimizer], warmup: int,
+                      step: int) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """``trainer.lr_warmup_steps``: every optimizer's learning rates times
+    ``min(s / warmup, 1)`` for the update after ``s`` steps, so the first update has rate 0,
+    as the DDPM code (Ho et al. 2020, diffusion_tf/utils.py ``get_warmed_up_lr``, 5,000
+    steps on CIFAR-10). ``step``: steps already taken (a resumed run continues the ramp
+    from the optimizers' ``initial_lr``). Stepped once per training step; none for 0."""
+    if warmup <= 0:
+        return []
+    out = []
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        out.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(s / warmup, 1.0), last_epoch=step - 1))
+    return out
+
+
 def grid_samples(model: GenerativeModel, n: int, seed: int) -> Tensor:
     """Samples for a grid drawn from a fixed seed in a forked RNG: successive grids show
     the same noise (progress is visible) and training's RNG stream is untouched."""
@@ -288,6 +305,9 @@ class Trainer:
             self.eval_history = list(checkpoint.get("eval_history", []))
             self.last_logs = dict(checkpoint.get("last_logs", {}))
             console.print(f"resuming {run.checkpoint} at step {self.step}/{self.max_steps}")
+        self.warmup = int(self.t.get("lr_warmup_steps") or 0)
+        self.schedulers = warmup_schedulers(self.optimizers, self.warmup, self.step)
+        self.flip = bool(cfg.dataset.get("random_flip")) and bundle.kind == "image"
         self.stream = BatchStream(bundle.train, int(self.t.batch_size), int(cfg.seed), batches_drawn)
         self.start_batches = batches_drawn
         self.parameters = {name: count_parameters(net) for name, net in model.networks().items()}
@@ -315,6 +335,8 @@ class Trainer:
         for name, opt in self.optimizers.items():
             for _ in range(int(self.repeats.get(name, 1))):
                 batch = self.next_batch()
+                if self.flip:
+                    batch = random_hflip(batch)
                 if self.bundle.binarization == "dynamic":
                     batch = binarize(batch, "dynamic")
                 with self.autocast:
@@ -326,6 +348,10 @@ class Trainer:
             logs.update(step_logs)
             if measure:
                 logs[f"grad_norm/{name}"] = norm
+                if self.schedulers:  # shaped as the norm: a seed batch logs one per member
+                    logs[f"lr/{name}"] = torch.full_like(norm, opt.param_groups[0]["lr"])
+        for scheduler in self.schedulers:
+            scheduler.step()
         self.model.on_train_batch_end(self.step)
         self.step += 1
         self.window.add(self.step, loss, logs)

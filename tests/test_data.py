@@ -102,3 +102,19 @@ def test_batch_stream_resumes_exactly():
     assert len(epoch0.unique()) == 100  # without replacement within an epoch
     with pytest.raises(GencompareError, match="batch_size=200 exceeds"):
         BatchStream(data, 200, seed=0)
+
+
+def test_random_flip_mirrors_each_image_on_its_own_coin():
+    """dataset.random_flip: every image is itself or its left-right mirror, about half of
+    them mirrored, each on its own coin (a seed batch's (S, B, C, H, W) too)."""
+    from gencompare.data import random_hflip
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 400, 3, 4, 5)
+    y = random_hflip(x)
+    same = (y == x).flatten(2).all(-1)
+    mirrored = (y == x.flip(-1)).flatten(2).all(-1)
+    assert bool((same | mirrored).all()) and not bool((same & mirrored).any())
+    assert 0.4 < mirrored.float().mean().item() < 0.6
+    assert bool(mirrored[0].ne(mirrored[1]).any())  # members draw their own coins
+

@@ -334,3 +334,17 @@ def test_compiled_training_matches_eager_on_ring8(tmp_path, data_dir):
         runs[flag] = train(cfg)["final_losses"]
     for key in runs["false"]:
         assert runs["true"][key] == pytest.approx(runs["false"][key], rel=1e-4)
+
+
+def test_ddpm_cifar10_warms_up_and_flips_as_the_official_code(tmp_path, cifar_dir):
+    """experiment=ddpm_cifar10 sets what scripts/run_cifar.py trains with: warmup=5000,
+    randflip=1, grad_clip=1; a few steps of a small U-Net run with the flips on."""
+    cfg = compose_train(tmp_path / "cfg", cifar_dir, "experiment=ddpm_cifar10")
+    assert cfg.trainer.lr_warmup_steps == 5000 and cfg.dataset.random_flip and cfg.trainer.grad_clip == 1.0
+    cfg = compose_train(tmp_path / "run", cifar_dir, "experiment=ddpm_cifar10", "dataset.valid_size=20",
+                        "trainer.max_steps=3", "trainer.batch_size=4", "trainer.lr_warmup_steps=2", "metrics=none",
+                        "model.module.base_channels=8", "model.module.channel_mults=[1]", "model.module.num_res_blocks=1",
+                        "model.module.attention_resolutions=null", "model.module.sample_steps=2",
+                        "model.module.sampler=ddim", "trainer.num_grid_samples=2")
+    out = train(cfg)
+    assert out["steps"] == 3

@@ -199,3 +199,32 @@ def test_shell_completion_knows_the_subcommands(line, expected, tmp_path, data_d
     proc = run_cli("-sc", "query=bash", cwd=tmp_path, data_dir=data_dir, env={"COMP_LINE": line}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert set(proc.stdout.split()) == expected
+
+
+def test_lr_warmup_ramps_every_optimizer_and_resumes_on_the_ramp(tmp_path, data_dir):
+    """trainer.lr_warmup_steps=N: the update after s steps uses lr * min(s / N, 1) (the first
+    one rate 0, as the DDPM code's get_warmed_up_lr); history shows it; a resumed run
+    continues the ramp and ends with the weights of the uninterrupted run."""
+    base = ["model=gan", "dataset=ring8", "trainer.lr_warmup_steps=4", "trainer.checkpoint_every=3", "seed=2"]
+    train(compose_train(tmp_path / "full", data_dir, *base, "trainer.max_steps=7"))
+    lrs = [json.loads(line) for line in (tmp_path / "full" / "history.jsonl").read_text().splitlines()]
+    cfg = compose_train(tmp_path / "x", data_dir, *base)
+    for name, opt in (("discriminator", cfg.model.module.discriminator_optimizer),
+                      ("generator", cfg.model.module.generator_optimizer)):
+        got = [h[f"train/lr/{name}"] for h in lrs]
+        assert got == pytest.approx([opt.lr * min(s / 4, 1.0) for s in range(7)], rel=1e-6)
+    train(compose_train(tmp_path / "part", data_dir, *base, "trainer.max_steps=3"))
+    train(compose_train(tmp_path / "part", data_dir, *base, "trainer.max_steps=7", "trainer.resume=true"))
+    full, part = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(full[k], part[k]) for k in full)
+    plain = train(compose_train(tmp_path / "plain", data_dir, *base[:2], *base[3:], "trainer.max_steps=7"))
+    assert "lr/generator" not in plain["final_losses"] and not torch.equal(
+        _weights(tmp_path / "plain")["generator.0.weight"], full["generator.0.weight"])
+
+
+def test_bad_warmup_and_flip_on_points_are_one_line(tmp_path, data_dir):
+    for bad, words in (("trainer.lr_warmup_steps=-1", "lr_warmup_steps must be >= 0"),
+                       ("dataset.random_flip=true", "random_flip mirrors images; ring8 holds 2D points")):
+        res = run_cli("train", "model=gan", "dataset=ring8", bad, "logger=none", cwd=tmp_path, data_dir=data_dir)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.returncode != 0 and len(lines) == 1 and words in lines[0], res.stderr
