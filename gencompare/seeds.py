@@ -33,8 +33,11 @@ checkpoint, ``config.yaml`` and the finish of a resumed run (final grid, evaluat
 holds ``checkpoints/seed_batch.ckpt``, all members with their optimizers and the RNG state,
 from which ``trainer.resume=true`` continues the batch bit for bit on CPU.
 
-A model that cannot be stacked (:meth:`GenerativeModel.seed_batch_refusal`: the unrolled
-GAN) trains its members one after another, and says so in one line.
+A model whose step reads per-member state beyond its parameters and buffers hands it over
+as :meth:`GenerativeModel.member_inputs` (the unrolled GAN: its discriminator's Adam
+moments, which the vmap slices per member). A model that cannot be stacked
+(:meth:`GenerativeModel.seed_batch_refusal`; ``trainer.compile``) trains its members one
+after another, and says so in one line.
 """
 from __future__ import annotations
 
