@@ -280,7 +280,7 @@ class Trainer:
     checkpoint), each a method, so that :func:`train` reads top to bottom."""
 
     def __init__(self, cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir,
-                 checkpoint: dict[str, Any] | None) -> None:
+                 checkpoint: dict[str, Any] | None, *, member: bool = False) -> None:
         self.cfg, self.t, self.model, self.bundle, self.run = cfg, cfg.trainer, model, bundle, run
         self.max_steps = total_steps(cfg, bundle)
         self.optimizers = model.configure_optimizers()
@@ -304,7 +304,11 @@ class Trainer:
             self.wandb_id = checkpoint.get("wandb_id")
             self.eval_history = list(checkpoint.get("eval_history", []))
             self.last_logs = dict(checkpoint.get("last_logs", {}))
-            console.print(f"resuming {run.checkpoint} at step {self.step}/{self.max_steps}")
+            if member:  # a seed-batch member's finish, not a resume the user asked for
+                console.print(f"seed {cfg.seed} trained in the seed batch ({self.step} steps): its final grid "
+                              f"and evaluation in {run.path}")
+            else:
+                console.print(f"resuming {run.checkpoint} at step {self.step}/{self.max_steps}")
         self.warmup = int(self.t.get("lr_warmup_steps") or 0)
         self.schedulers = warmup_schedulers(self.optimizers, self.warmup, self.step)
         self.flip = bool(cfg.dataset.get("random_flip")) and bundle.kind == "image"
@@ -543,7 +547,7 @@ def _train(cfg: DictConfig, stop: StopRequest, *, bundle: DataBundle | None = No
     if cfg.trainer.get("compile"):
         model.compile_networks()
     bundle.to(device)
-    trainer = Trainer(cfg, model, bundle, run, checkpoint)
+    trainer = Trainer(cfg, model, bundle, run, checkpoint, member=member)
     if member:  # the seed batch wrote its config.yaml and overrides.yaml
         _config.save_hydra_records(cfg, run.path)
     else:

@@ -71,11 +71,14 @@ def test_clipping_is_per_member_as_clip_grad_norm():
     assert clip_members(params, 3, max_norm=float("inf"), measure=False) is None
 
 
-def test_each_member_writes_an_ordinary_run_dir(compose, tmp_path):
+def test_each_member_writes_an_ordinary_run_dir(compose, tmp_path, capsys):
     out = tmp_path / "sweep" / "0_gan_ring8_s0"
     cfg = compose("model=gan", "dataset=ring8", "trainer.seed_batch=3", "trainer.max_steps=20",
                   "trainer.log_every=10", "metrics=fast", "metrics.num_samples_2d=500", run_dir=out)
     result = train_seed_batch(cfg)
+    said = " ".join(capsys.readouterr().err.split())
+    # a member's finish is not a resume the user asked for, and does not say so
+    assert "resuming" not in said and said.count("trained in the seed batch (20 steps)") == 3
     dirs = [out.with_name(f"0_gan_ring8_s{s}") for s in range(3)]
     assert [r["run_dir"] for r in result["seed_batch"]] == [str(d) for d in dirs]
     losses = []
