@@ -33,9 +33,13 @@ from gencompare.seeds import train_seed_batch  # noqa: E402
 
 import results_file  # noqa: E402 - benchmarks/results_file.py, beside this script
 
-# steps per family: long enough that the loop, not its start, is timed
-CASES = (("gan", 2000, []), ("vae", 2000, []), ("nade", 2000, []),
-         ("ddpm", 400, ["model.module.sampler=ddim", "model.module.sample_steps=10"]))
+# (label, model, steps, overrides): long enough that the loop, not its start, is timed. The
+# last two are experiment=remedies_2d's GAN networks (PacGAN's 2D setting, 890k parameters)
+# plain and unrolled (k = 5); --families selects by label.
+CASES = (("gan", "gan", 2000, []), ("vae", "vae", 2000, []), ("nade", "nade", 2000, []),
+         ("ddpm", "ddpm", 400, ["model.module.sampler=ddim", "model.module.sample_steps=10"]),
+         ("pacgan2d", "pacgan2d", 200, []),
+         ("pacgan2d-unrolled5", "pacgan2d", 50, ["model.module.unrolled_steps=5"]))
 
 
 def compose_case(family: str, steps: int, extra: list[str], device: str, run_dir: Path, seed: int, members: int):
@@ -62,19 +66,19 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="gencompare-seeds-bench-") as tmp:
-        for family, steps, extra in CASES:
-            if family not in families:
+        for label, family, steps, extra in CASES:
+            if label not in families:
                 continue
             one = None
             for s in sizes:
-                base = Path(tmp) / f"{family}-S{s}"
+                base = Path(tmp) / f"{label}-S{s}"
                 cfg = compose_case(family, steps, extra, args.device, base / "batch" / "run_s0", 0, s)
                 batched = (train_seed_batch(cfg) if s > 1 else train(cfg))["train_time_s"]
                 separate = sum(train(compose_case(family, steps, extra, args.device, base / "alone" / f"run_s{i}", i, 1))
                                ["train_time_s"] for i in range(s))
                 one = one if one is not None else separate
-                rows.append((family, steps, s, batched, separate, one))
-                print(f"{family} S={s}: stacked {batched:.2f} s, {s} separate runs {separate:.2f} s", flush=True)
+                rows.append((label, steps, s, batched, separate, one))
+                print(f"{label} S={s}: stacked {batched:.2f} s, {s} separate runs {separate:.2f} s", flush=True)
     device = str(resolve_device(args.device))
     lines = [
         *results_file.head("Seed batching benchmark", device, load_start),
