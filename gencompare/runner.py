@@ -309,8 +309,7 @@ class Trainer:
                               f"and evaluation in {run.path}")
             else:
                 console.print(f"resuming {run.checkpoint} at step {self.step}/{self.max_steps}")
-        self.warmup = int(self.t.get("lr_warmup_steps") or 0)
-        self.schedulers = warmup_schedulers(self.optimizers, self.warmup, self.step)
+        self.schedulers = warmup_schedulers(self.optimizers, int(self.t.get("lr_warmup_steps") or 0), self.step)
         self.flip = bool(cfg.dataset.get("random_flip")) and bundle.kind == "image"
         self.stream = BatchStream(bundle.train, int(self.t.batch_size), int(cfg.seed), batches_drawn)
         self.start_batches = batches_drawn
