@@ -260,3 +260,56 @@ def test_mlp_denoiser_resolves_the_eight_ring_modes(input_embedding, resolves):
         assert cov["modes_captured"] == 8 and cov["high_quality_fraction"] > 0.3, cov
     else:
         assert cov["high_quality_fraction"] < 0.15, cov
+
+
+def _denoiser_sees_its_input(model: DDPM, monkeypatch, *, t: int, eps: float):
+    """Fix the step's timestep and noise and make the denoiser return its input, so that the
+    L_simple loss of a batch is ``mean((eps - x_t)^2)`` of the very tensor it was fed."""
+    monkeypatch.setattr(torch, "randint", lambda low, high, size, **kw: torch.full(size, t, dtype=torch.long,
+                                                                                   device=kw.get("device")))
+    monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.full_like(x, eps))
+    model.denoiser.register_forward_hook(lambda module, args, out: args[0])
+
+
+def _expected_loss(model: DDPM, x: torch.Tensor, *, t: int, eps: float) -> torch.Tensor:
+    """L_simple when the denoiser returns x_t = sqrt(ab_t) (2x - 1) + sqrt(1 - ab_t) eps (eq. 4)."""
+    ab = float(model.alphas_cumprod[t])
+    x_t = math.sqrt(ab) * (2 * x - 1) + math.sqrt(1 - ab) * eps
+    return ((eps - x_t) ** 2).flatten(1).mean(1)
+
+
+def test_denoiser_trains_on_pixels_in_minus_one_one_at_every_step(monkeypatch):
+    """Every training step, not only the first (whose batch is range-checked), feeds the
+    denoiser sqrt(ab_t) (2x - 1) + sqrt(1 - ab_t) eps: images in [-1, 1] as the bound and
+    the samplers assume (Ho et al. 2020, sec. 3.3)."""
+    torch.manual_seed(0)
+    model = small_unet(timesteps=50)
+    t, eps = 17, 0.3
+    seen = []
+    model.denoiser.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    _denoiser_sees_its_input(model, monkeypatch, t=t, eps=eps)
+    ab = float(model.alphas_cumprod[t])
+    for step in range(3):
+        x = torch.rand(4, 1, 28, 28)
+        loss, _ = model.training_step(x, "model")
+        expected_input = math.sqrt(ab) * (2 * x - 1) + math.sqrt(1 - ab) * eps
+        torch.testing.assert_close(seen[-1], expected_input, rtol=1e-6, atol=1e-6, msg=f"step {step}")
+        torch.testing.assert_close(loss, _expected_loss(model, x, t=t, eps=eps).mean(), rtol=1e-6, atol=1e-7)
+
+
+def test_stacked_members_feed_their_denoisers_minus_one_one_pixels(monkeypatch):
+    """The same under seed batching (trainer.seed_batch): each member's denoiser is fed its
+    own batch rescaled to [-1, 1], at the first stacked step and every later one."""
+    from gencompare.seeds import MemberStack
+
+    torch.manual_seed(0)
+    members = [small_unet(timesteps=50) for _ in range(2)]
+    stack = MemberStack(members)
+    stack.model.read_host_state()  # as SeedBatchTrainer does before its first step
+    t, eps = 9, -0.7
+    _denoiser_sees_its_input(stack.model, monkeypatch, t=t, eps=eps)
+    for step in range(2):
+        batches = torch.rand(2, 3, 1, 28, 28)
+        losses, _ = stack.training_step(batches, "model")
+        expected = torch.stack([_expected_loss(stack.model, b, t=t, eps=eps).mean() for b in batches])
+        torch.testing.assert_close(losses, expected, rtol=1e-6, atol=1e-7, msg=f"step {step}")

@@ -253,19 +253,19 @@ class DDPM(GenerativeModel):
     def to_model_space(self, x: Tensor, *, check_range: bool = True) -> Tensor:
         """Data -> diffusion space: images [0, 1] -> [-1, 1] (``x*2-1``); points unchanged.
 
-        ``check_range=False`` skips the pixel-range check, which reads the batch on the
-        host (a CPU-GPU sync).
+        ``check_range=False`` skips only the pixel-range check, which reads the batch on
+        the host (a CPU-GPU sync); images are rescaled either way.
 
         Raises:
             ValueError: on a shape other than ``(B, *data_shape)``, or images outside [0, 1].
         """
         if tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"expected batch of shape (B, {self.data_shape}), got {tuple(x.shape)}")
-        if self.is_image and check_range:
-            if x.min() < -1e-6 or x.max() > 1 + 1e-6:
-                raise ValueError(f"DDPM expects image pixels in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
-            return x * 2.0 - 1.0
-        return x
+        if not self.is_image:
+            return x
+        if check_range and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
+            raise ValueError(f"DDPM expects image pixels in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
+        return x * 2.0 - 1.0
 
     def to_data_space(self, x: Tensor) -> Tensor:
         """Diffusion space -> data: images [-1, 1] -> [0, 1], clamped; points unchanged."""
