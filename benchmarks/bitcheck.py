@@ -1,9 +1,18 @@
 """Bit-identity check for refactors: compare two sets of run dirs trained with the same
 commands and seeds (before and after a change), on the CPU with one torch thread.
 
+    python benchmarks/bitcheck.py run OUT_DIR [--checkout DIR] [--only a,b] [--list]
     python benchmarks/bitcheck.py BEFORE_DIR AFTER_DIR [--skip-grad-norms]
 
-Each argument holds one run dir per job (same names on both sides). Compared exactly:
+``run`` trains the suite below into ``OUT_DIR/<case>`` with the code of ``--checkout`` (a
+checkout of another commit, ``git worktree add /tmp/before <commit>``; default this one),
+each case a ``gencompare train`` process on one torch thread; the older checkout runs with
+its own package and its own ``conf/``, not the installed ones. The suite is the redesign
+issue's: the main job at 300 steps with full metrics; GAN, VAE, NADE, DDPM on ring8 and on
+MNIST; seed batches of 3 GANs and of 3 unrolled GANs; PacGAN's 2D GAN; one run per family
+on a CIFAR-10-format archive (tests/image_data.py's, written into ``OUT_DIR/data``).
+
+Each argument of the comparison holds one run dir per job (same names on both sides). Compared exactly:
 every value of ``metrics.json`` except wall-clock times and the keys the newer record
 adds (``schema_version``, ``data.coverage``); every ``history.jsonl`` value except
 ``train/samples_per_s``; every tensor of the checkpoint's model and optimizer states, its
@@ -13,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,7 +119,76 @@ def main(before: Path, after: Path) -> int:
 
 SKIP_GRAD_NORMS = False
 
+_QUIET = ("logger=none", "trainer.progress=false", "dataset.download=false")
+_CIFAR = ("dataset=cifar10", "metrics=fast", "metrics.classifier.epochs=1", "metrics.fid_is.num_real=100",
+          "metrics.num_samples=200", "metrics.likelihood.max_examples=50",
+          "trainer.max_steps=20", "trainer.batch_size=20")
+SUITE: dict[str, tuple[str, ...]] = {
+    "main-300": ("trainer.max_steps=300",),
+    **{f"{f}-ring8": (f"model={f}", "dataset=ring8", "trainer.max_steps=300") for f in ("gan", "vae", "nade")},
+    "ddpm-ring8": ("model=ddpm", "dataset=ring8", "trainer.max_steps=200", "model.module.timesteps=100"),
+    "gan-mnist": ("model=gan", "dataset=mnist", "trainer.max_steps=200", "metrics=fast"),
+    "vae-mnist": ("model=vae", "dataset=mnist", "trainer.max_steps=200", "metrics=fast", "model.module.iwae_k=50"),
+    "nade-mnist": ("model=nade", "dataset=mnist", "trainer.max_steps=100", "metrics=fast"),
+    "ddpm-mnist": ("model=ddpm", "dataset=mnist", "trainer.max_steps=150", "metrics=fast", "model.module.timesteps=50"),
+    "gan-seedbatch3-ring8": ("model=gan", "dataset=ring8", "trainer.max_steps=300", "trainer.seed_batch=3"),
+    "unrolled-seedbatch3-ring8": ("model=gan", "dataset=ring8", "trainer.max_steps=100", "trainer.seed_batch=3",
+                                  "model.module.unrolled_steps=5"),
+    "pacgan2d-ring8": ("model=pacgan2d", "dataset=ring8", "trainer.max_steps=300"),
+    "gan-cifar10": ("model=gan", *_CIFAR),
+    "vae-cifar10": ("model=vae", *_CIFAR, "model.module.iwae_k=10"),
+    "nade-cifar10": ("model=nade", *_CIFAR, "trainer.max_steps=3", "model.module.hidden_dim=16"),
+    "ddpm-cifar10": ("model=ddpm", *_CIFAR, "model.module.timesteps=50", "model.module.base_channels=8"),
+}
+
+# runs an older checkout's CLI: its package and conf/ first, the editable install's finder removed
+_OLD_CLI = (
+    "import sys; wt = sys.argv.pop(1); "
+    "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; sys.path.insert(0, wt); "
+    "import gencompare; assert gencompare.__file__.startswith(wt), gencompare.__file__; "
+    "from gencompare.cli import main; sys.exit(main())"
+)
+
+
+def run_suite(out: Path, checkout: Path | None, only: list[str]) -> int:
+    out = out.resolve()
+    data = out / "data"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from image_data import write_fake_cifar10
+
+    if not (data / "cifar-10-batches-py").is_dir():
+        write_fake_cifar10(data, per_batch=60, num_test=60)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    prefix = [sys.executable, "-c", _OLD_CLI, str(checkout.resolve())] if checkout else \
+        [sys.executable, "-m", "gencompare.cli"]
+    failed = 0
+    for name, overrides in SUITE.items():
+        if only and name not in only:
+            continue
+        cmd = [*prefix, "train", *_QUIET, *overrides, f"paths.data_dir={data}", f"paths.cache_dir={data / 'cache'}",
+               f"hydra.run.dir={out / name}"]
+        with open(out / f"{name}.log", "w") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out).returncode
+        print(f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc}, see {out / name}.log)'}", flush=True)
+        failed += rc != 0
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["run"]:
+        import argparse
+
+        ap = argparse.ArgumentParser(prog="bitcheck.py run")
+        ap.add_argument("out", type=Path)
+        ap.add_argument("--checkout", type=Path, help="a checkout of the commit to run (default: this one)")
+        ap.add_argument("--only", default="", help="comma-separated case names")
+        ap.add_argument("--list", action="store_true", help="print the cases and exit")
+        a = ap.parse_args(sys.argv[2:])
+        if a.list:
+            print("\n".join(f"{k}: {' '.join(v)}" for k, v in SUITE.items()))
+            sys.exit(0)
+        a.out.mkdir(parents=True, exist_ok=True)
+        sys.exit(run_suite(a.out, a.checkout, [n for n in a.only.split(",") if n]))
     args = [a for a in sys.argv[1:] if a != "--skip-grad-norms"]
     SKIP_GRAD_NORMS = "--skip-grad-norms" in sys.argv
     sys.exit(main(Path(args[0]), Path(args[1])))
