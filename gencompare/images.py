@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import io
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from gencompare.errors import GencompareError
+from gencompare.untrusted import extract_tar, load_data_pickle
 
 #: The archive torchvision downloads and the user can place by hand.
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
@@ -62,11 +62,12 @@ def _cifar10_files() -> tuple[list[tuple[str, str]], list[tuple[str, str]], str,
 
 def _read_cifar_batches(folder: Path, names: list[str]) -> tuple[Tensor, Tensor]:
     """torchvision's on-disk format: pickled dicts with ``data`` (N, 3072) uint8 rows in
-    R, G, B plane order and ``labels``; read as CIFAR10 does (``encoding="latin1"``)."""
+    R, G, B plane order and ``labels``; decoded as CIFAR10 does (``encoding="latin1"``) but
+    with :func:`gencompare.untrusted.load_data_pickle`, which refuses any pickle that names
+    code instead of data."""
     data, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+        entry = load_data_pickle(folder / name, encoding="latin1")  # a file that came from elsewhere: data only
         data.append(np.asarray(entry["data"], dtype=np.uint8))
         labels.extend(entry["labels"])
     x = torch.from_numpy(np.concatenate(data).reshape(-1, 3, 32, 32))  # (N, 3, 32, 32) uint8, no copy
@@ -88,7 +89,7 @@ def load_cifar10(cfg) -> dict[str, Any]:
             the archive and where to put it), or ``valid_size`` leaves no training images.
     """
     from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import check_integrity, download_and_extract_archive, extract_archive
+    from torchvision.datasets.utils import check_integrity, download_url
 
     train_list, test_list, meta_name, base = _cifar10_files()
     root = Path(cfg.data_dir)
@@ -101,13 +102,14 @@ def load_cifar10(cfg) -> dict[str, Any]:
     archive = root / CIFAR10_ARCHIVE
     why = "dataset.download=false"
     if not present() and archive.is_file():
-        quiet(extract_archive, str(archive), str(root))
+        extract_tar(archive, root)  # members checked: nothing lands outside root
     if not present() and cfg.download:
         try:
-            quiet(download_and_extract_archive, CIFAR10.url, str(root), filename=CIFAR10_ARCHIVE,
-                   md5=CIFAR10.tgz_md5)
+            quiet(download_url, CIFAR10.url, str(root), filename=CIFAR10_ARCHIVE, md5=CIFAR10.tgz_md5)
         except Exception as exc:  # noqa: BLE001 - any network failure means "offline"
             why = f"the download failed ({type(exc).__name__})"
+        else:
+            extract_tar(archive, root)
     if not present():
         raise GencompareError(
             f"CIFAR-10 not found: {folder} lacks {', '.join(needed)} and {why}; place {CIFAR10_ARCHIVE} "
@@ -126,8 +128,7 @@ def load_cifar10(cfg) -> dict[str, Any]:
     meta = folder / meta_name
     classes: list[str] = []
     if meta.is_file():
-        with open(meta, "rb") as f:
-            classes = list(pickle.load(f, encoding="latin1").get("label_names", []))
+        classes = list(load_data_pickle(meta, encoding="latin1").get("label_names", []))
     n_train = len(xtr) - n_valid
     return dict(
         name="cifar10", variant="cifar10" if verified else "cifar10-unverified", kind="image",
