@@ -121,6 +121,8 @@ SKIP_GRAD_NORMS = False
 
 _QUIET = ("logger=none", "trainer.progress=false", "dataset.download=false")
 _CIFAR = ("dataset=cifar10", "metrics=fast", "metrics.classifier.epochs=1", "metrics.fid_is.num_real=100",
+          "metrics.parzen.num_centres=200", "metrics.parzen.num_valid=50", "metrics.parzen.num_test=50",
+          "dataset.valid_size=60", "metrics.features.num_real=100",
           "metrics.num_samples=200", "metrics.likelihood.max_examples=50",
           "trainer.max_steps=20", "trainer.batch_size=20")
 SUITE: dict[str, tuple[str, ...]] = {
