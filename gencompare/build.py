@@ -49,9 +49,9 @@ def binarization_of(cfg: DictConfig) -> str:
 
 def prepare_data(cfg: DictConfig) -> DataBundle:
     """Load ``cfg.dataset`` with the loader it names (on the CPU; :func:`gencompare.data.load_dataset`),
-    print a fallback or skipped-files warning as one yellow line, apply the binarization
-    (:func:`binarization_of`) and record ``dataset.random_flip``: the bundle's
-    :attr:`~gencompare.data.DataBundle.transforms` are what training applies per batch.
+    print a fallback or skipped-files warning as one yellow line, and apply the binarization
+    (:func:`binarization_of`). The bundle's :attr:`~gencompare.data.DataBundle.transforms`
+    (``dataset.random_flip``, dynamic binarization) are what training applies per batch.
 
     Raises:
         GencompareError: the data is missing and cannot be downloaded or substituted, or
@@ -65,7 +65,6 @@ def prepare_data(cfg: DictConfig) -> DataBundle:
     for w in caught:
         if issubclass(w.category, (OfflineSampleWarning, UnreadableImagesWarning)):
             console.print(f"[bold yellow]warning:[/] {w.message}")
-    bundle.random_flip = bool(cfg.dataset.get("random_flip"))
     # a fixed seed (not the run's) for static binarization: every run sees the same binary data
     return apply_binarization(bundle, binarization_of(cfg), seed=0)
 

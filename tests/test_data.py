@@ -196,3 +196,16 @@ def test_seed_batch_streams_with_one_transform_draw_what_the_stacked_loop_drew()
         torch.manual_seed(1)
         streams = [BatchStream(x, 8, seed=s, transforms=(transform,)) for s, x in enumerate(images)]
         assert all(torch.equal(a, torch.stack([next(s) for s in streams])) for a in old), transform
+
+
+def test_bundle_transforms_follow_the_config(data_dir):
+    """What training applies per drawn batch: the flip where dataset.random_flip asks for it
+    (images only), then dynamic binarization where the run binarizes dynamically."""
+    ring = load_dataset(OmegaConf.create(dict(_target_="gencompare.data.Ring8", random_flip=True, num_train=20,
+                                              num_valid=5, num_test=5)))
+    assert ring.transforms == ()
+    with pytest.warns(OfflineSampleWarning):
+        digits = load_dataset(mnist_cfg(data_dir, random_flip=True))
+    assert [type(t).__name__ for t in digits.transforms] == ["RandomHFlip"]
+    apply_binarization(digits, "dynamic")
+    assert [type(t).__name__ for t in digits.transforms] == ["RandomHFlip", "DynamicBinarization"]
