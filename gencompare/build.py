@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gencompare.data import DataBundle, apply_binarization, load_dataset
+from gencompare.data import LOADER_TARGETS, DataBundle, apply_binarization, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
 from gencompare.terminal import console
@@ -48,20 +48,22 @@ def binarization_of(cfg: DictConfig) -> str:
 
 
 def prepare_data(cfg: DictConfig) -> DataBundle:
-    """Load ``cfg.dataset`` (on the CPU), print a fallback or skipped-files warning as one
-    yellow line, and apply the binarization (:func:`binarization_of`).
+    """Load ``cfg.dataset`` with the loader it names (on the CPU; :func:`gencompare.data.load_dataset`),
+    print a fallback or skipped-files warning as one yellow line, and apply the binarization
+    (:func:`binarization_of`). The bundle's :attr:`~gencompare.data.DataBundle.transforms`
+    (``dataset.random_flip``, dynamic binarization) are what training applies per batch.
 
     Raises:
-        GencompareError: the data is missing and cannot be downloaded or substituted.
+        GencompareError: the data is missing and cannot be downloaded or substituted, or
+            the config names no usable loader.
     """
-    from gencompare.images import UnreadableImagesWarning
+    from gencompare.data import OfflineSampleWarning, UnreadableImagesWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         bundle = load_dataset(cfg.dataset, seed=int(cfg.seed))
     for w in caught:
-        if (issubclass(w.category, UserWarning) and "offline sample" in str(w.message)) or \
-                issubclass(w.category, UnreadableImagesWarning):
+        if issubclass(w.category, (OfflineSampleWarning, UnreadableImagesWarning)):
             console.print(f"[bold yellow]warning:[/] {w.message}")
     # a fixed seed (not the run's) for static binarization: every run sees the same binary data
     return apply_binarization(bundle, binarization_of(cfg), seed=0)
@@ -76,8 +78,9 @@ FAMILY_TARGETS = frozenset({
 
 
 def is_safe_target(target: str) -> bool:
-    """True for a family constructor or a ``torch.optim`` optimizer / scheduler class."""
-    if target in FAMILY_TARGETS:
+    """True for a family constructor, a built-in dataset loader or a ``torch.optim``
+    optimizer / scheduler class."""
+    if target in FAMILY_TARGETS or target in LOADER_TARGETS:
         return True
     module, _, name = target.rpartition(".")
     if module == "torch.optim":

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from gencompare.data import BINARIZATIONS
+from gencompare.data import BINARIZATIONS, register_schemas as register_dataset_schemas
 from gencompare.errors import GencompareError
 
 
@@ -30,35 +30,6 @@ class PathsConfig:
     log_dir: str = MISSING
     # Hydra's job dir; None under `--cfg job --resolve`, which prints the config without making one
     output_dir: Optional[str] = MISSING
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    kind: str = "image"
-    data_dir: str = "data"
-    download: bool = True
-    allow_offline_sample: bool = True
-    valid_size: int = 10000
-    system_dirs: list[str] = field(default_factory=list)
-    build_seed: int = 0
-    num_train: int = 50000
-    num_valid: int = 2500
-    num_test: int = 2500
-    # image folders (conf/dataset/image_folder.yaml)
-    path: Optional[str] = None
-    resolution: int = 32
-    channels: int = 3
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.1
-    # image folders: resident uint8 tensor or streamed from the files (gencompare.images.choose_streaming)
-    stream: Any = "auto"                     # auto | true | false
-    max_resident_mb: Optional[float] = None  # null: a quarter of the available RAM (and GPU memory on CUDA)
-    num_workers: int = 2                     # DataLoader processes that decode a streamed split
-    device: Optional[str] = None             # ${device.name}: where a resident split would live
-    # overrides the family's model.binarize where set (8-bit data: none, bits/dim in one column)
-    binarize: Optional[str] = None
-    random_flip: bool = False                # images: each training image mirrored left-right with probability 1/2
 
 
 @dataclass
@@ -103,7 +74,8 @@ class TrainSchema:
     seed: int = 0
     task_name: str = "train"
     model: Any = MISSING
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    # typed by the loader its conf/dataset YAML names (schema/dataset/<name>, gencompare.data.register_schemas)
+    dataset: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -118,6 +90,7 @@ def register_schemas() -> None:
     """Register the schemas with Hydra (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
+    register_dataset_schemas()
 
 
 register_schemas()

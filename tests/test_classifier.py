@@ -50,6 +50,7 @@ def _tiny_bundle(variant: str = "mnist-5k", n: int = 64, channels: int = 1) -> D
         name=name, variant=variant, kind="image", shape=(channels, 28, 28),
         train=x, valid=x[:0], test=x[:32], train_labels=labels, valid_labels=labels[:0],
         test_labels=labels[:32], num_classes=1000 if channels == 3 else 10, source="toy",
+        classifier=variant.removeprefix("stacked_"),
     )
 
 
@@ -139,9 +140,9 @@ def test_fashion_has_no_accuracy_requirement_and_errors(tmp_path):
     _, info = get_classifier(_tiny_bundle("fashion_mnist"), tmp_path, epochs=1)
     assert info["variant"] == "fashion_mnist" and info["meets_protocol"] is None
     assert info["required_accuracy"] is None
-    assert classifier_key("stacked_mnist") == "mnist"
+    assert classifier_key(_tiny_bundle("stacked_mnist", n=4, channels=3)) == "mnist"
     with pytest.raises(ValueError, match="no digit classifier"):
-        classifier_key("ring8")
+        classifier_key(_load(dict(name="ring8", num_train=10, num_valid=2, num_test=2)))
     b = _tiny_bundle()
     b.binarization = "static"
     with pytest.raises(ValueError, match="binarized"):

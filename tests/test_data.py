@@ -118,3 +118,94 @@ def test_random_flip_mirrors_each_image_on_its_own_coin():
     assert 0.4 < mirrored.float().mean().item() < 0.6
     assert bool(mirrored[0].ne(mirrored[1]).any())  # members draw their own coins
 
+
+
+# ------------------------------------------------------- loaders named by their configs
+BUILTIN = [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"), ("stacked_mnist", "StackedMNIST"),
+           ("ring8", "Ring8"), ("grid25", "Grid25"), ("cifar10", "CIFAR10"), ("image_folder", "ImageFolder")]
+
+
+@pytest.mark.parametrize("name,cls", BUILTIN, ids=[b[0] for b in BUILTIN])
+def test_each_dataset_config_names_its_loader_and_schema(tmp_path, data_dir, name, cls):
+    """dataset=<name> composes to its loader's schema (a typo'd key fails while composing)
+    and builds that loader, whose fields are the config's keys."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_train
+    from gencompare.data import build_loader
+
+    cfg = compose_train(tmp_path, data_dir, f"dataset={name}")
+    assert OmegaConf.get_type(cfg.dataset).__name__ == cls
+    assert cfg.dataset._target_.endswith(f".{cls}") and type(build_loader(cfg.dataset)).__name__ == cls
+    with pytest.raises(Exception, match="num_trian"):
+        compose_train(tmp_path, data_dir, f"dataset={name}", "dataset.num_trian=3")
+
+
+def test_dataset_typo_fails_before_training_in_one_line(tmp_path, data_dir):
+    from conftest import run_cli
+
+    res = run_cli("train", "dataset=ring8", "dataset.num_trian=3", "logger=none", "hydra.run.dir=r",
+                  cwd=tmp_path, data_dir=data_dir)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "Key 'num_trian' not in 'Ring8'" in lines[0], res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_what_code_reads_about_a_dataset_comes_from_its_bundle(data_dir):
+    """The classifier that scores mode coverage and compare's table order are the
+    bundle's (and metrics.json's data block's), not inferred from the dataset's name."""
+    with pytest.warns(OfflineSampleWarning):
+        mnist = load_dataset(mnist_cfg(data_dir))
+    with pytest.warns(OfflineSampleWarning):
+        stacked = load_dataset(OmegaConf.create(dict(
+            _target_="gencompare.data.StackedMNIST", name="stacked_mnist", data_dir=str(data_dir), download=False,
+            num_train=20, num_valid=5, num_test=5)))
+    ring = load_dataset(OmegaConf.create(dict(_target_="gencompare.data.Ring8", num_train=20, num_valid=5,
+                                              num_test=5)))
+    assert (mnist.classifier, stacked.classifier, ring.classifier) == ("mnist-5k", "mnist-5k", None)
+    assert mnist.table_order < stacked.table_order < ring.table_order
+    assert ring.describe()["classifier"] is None and ring.describe()["table_order"] == ring.table_order
+
+
+def test_stream_transforms_draw_what_the_loop_drew():
+    """The flip and dynamic binarization applied by the stream as it draws give, bit for
+    bit, what training got by applying them after each draw (same global RNG draws)."""
+    from gencompare.data import DynamicBinarization, RandomHFlip, random_hflip
+
+    images = torch.rand(40, 1, 4, 5)
+    torch.manual_seed(7)
+    stream = BatchStream(images, 8, seed=3)
+    old = [binarize(random_hflip(next(stream)), "dynamic") for _ in range(7)]
+    torch.manual_seed(7)
+    stream = BatchStream(images, 8, seed=3, transforms=(RandomHFlip(), DynamicBinarization()))
+    assert all(torch.equal(a, next(stream)) for a in old)
+    assert not BatchStream(images, 8, seed=3).transforms  # off unless asked for
+
+
+def test_seed_batch_streams_with_one_transform_draw_what_the_stacked_loop_drew():
+    """A seed batch stacks its members' batches (S, B, ...) and applied each transform to
+    the stack: with one transform per member's stream the global RNG is drawn in the
+    same order, so the batches are bit-identical."""
+    from gencompare.data import DynamicBinarization, RandomHFlip
+
+    images = [torch.rand(40, 1, 4, 5) for _ in range(3)]
+    for transform in (RandomHFlip(), DynamicBinarization()):
+        torch.manual_seed(1)
+        streams = [BatchStream(x, 8, seed=s) for s, x in enumerate(images)]
+        old = [transform(torch.stack([next(s) for s in streams])) for _ in range(6)]
+        torch.manual_seed(1)
+        streams = [BatchStream(x, 8, seed=s, transforms=(transform,)) for s, x in enumerate(images)]
+        assert all(torch.equal(a, torch.stack([next(s) for s in streams])) for a in old), transform
+
+
+def test_bundle_transforms_follow_the_config(data_dir):
+    """What training applies per drawn batch: the flip where dataset.random_flip asks for it
+    (images only), then dynamic binarization where the run binarizes dynamically."""
+    ring = load_dataset(OmegaConf.create(dict(_target_="gencompare.data.Ring8", random_flip=True, num_train=20,
+                                              num_valid=5, num_test=5)))
+    assert ring.transforms == ()
+    with pytest.warns(OfflineSampleWarning):
+        digits = load_dataset(mnist_cfg(data_dir, random_flip=True))
+    assert [type(t).__name__ for t in digits.transforms] == ["RandomHFlip"]
+    apply_binarization(digits, "dynamic")
+    assert [type(t).__name__ for t in digits.transforms] == ["RandomHFlip", "DynamicBinarization"]

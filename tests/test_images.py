@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from conftest import compose_train, run_cli
 from gencompare.data import BatchStream, load_dataset
 from gencompare.errors import GencompareError
-from gencompare.images import UnreadableImagesWarning
+from gencompare.data import UnreadableImagesWarning
 from gencompare.metrics import inception
 from gencompare.models.base import count_parameters
 from gencompare.models.ddpm import DDPM
@@ -90,7 +90,7 @@ def test_uint8_training_data_is_converted_per_batch_exactly_as_float_data():
         assert xa.dtype == torch.float32 and torch.equal(xa, xb)
 
 
-@pytest.mark.filterwarnings("ignore::gencompare.images.UnreadableImagesWarning")
+@pytest.mark.filterwarnings("ignore::gencompare.data.UnreadableImagesWarning")
 def test_image_folder_labels_resizes_crops_and_counts_unreadable_files(png_dir):
     with pytest.warns(UnreadableImagesWarning, match=r"skipped 1 unreadable of 61 image files .*broken\.png"):
         b = load_dataset(folder_cfg(png_dir))

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from conftest import compose_train
 from gencompare.data import BatchStream, StreamedBatches, load_dataset
 from gencompare.errors import GencompareError
-from gencompare.images import FolderImages, UnreadableImagesWarning
+from gencompare.data import FolderImages, UnreadableImagesWarning
 from gencompare.runner import train
 from image_data import write_png_folder
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from gencompare.errors import GencompareError
-from gencompare.images import CIFAR10_ARCHIVE
+from gencompare.data import CIFAR10_ARCHIVE
 from gencompare.untrusted import extract_tar, load_data_pickle
 from image_data import write_fake_cifar10
 

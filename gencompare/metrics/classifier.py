@@ -34,15 +34,8 @@ __all__ = ["DigitClassifier", "train_classifier", "get_classifier", "classifier_
 #: docs/protocols.md 3b: the digit classifier must reach this test accuracy.
 REQUIRED_ACCURACY = 0.98
 
-# Which classifier labels each dataset variant: Stacked MNIST is labelled channel by
-# channel with the classifier of the MNIST it was stacked from.
-_KEYS = {
-    "mnist": "mnist",
-    "mnist-5k": "mnist-5k",
-    "stacked_mnist": "mnist",
-    "stacked_mnist-5k": "mnist-5k",
-    "fashion_mnist": "fashion_mnist",
-}
+# Which classifier labels a dataset is its bundle's ``classifier`` (gencompare.data.DataBundle):
+# its loader says so (Stacked MNIST names the classifier of the MNIST it was stacked from).
 _DIGIT_KEYS = ("mnist", "mnist-5k")
 
 # Epochs per key. Full MNIST (50,000 digits) passes 98% within a couple of epochs (not
@@ -250,24 +243,24 @@ def train_classifier(
 
 
 # ------------------------------------------------------------------------------- caching
-def classifier_key(variant: str) -> str:
-    """Cache key / training variant of the classifier that labels ``variant``.
+def classifier_key(bundle) -> str:
+    """Cache key / training variant of the classifier that labels ``bundle``'s data: its
+    :attr:`~gencompare.data.DataBundle.classifier` ("mnist", "mnist-5k", "fashion_mnist").
 
     Raises:
-        ValueError: the variant has no classifier (the 2D mixtures, unknown names).
+        ValueError: the bundle names no digit classifier (the 2D mixtures, CIFAR-10, folders).
     """
-    try:
-        return _KEYS[variant]
-    except KeyError:
-        raise ValueError(
-            f"no digit classifier for dataset variant {variant!r}; one exists for {', '.join(_KEYS)}"
-        ) from None
+    key = getattr(bundle, "classifier", None)
+    if key is None:
+        raise ValueError(f"no digit classifier for dataset variant {bundle.variant!r}; its loader names none "
+                         "(DataBundle.classifier)")
+    return key
 
 
-def has_digit_classifier(variant: str) -> bool:
-    """Whether ``variant`` is labelled by this module's digit classifier (MNIST-like data);
-    other labelled images get :mod:`gencompare.metrics.image_classifier`'s."""
-    return variant in _KEYS
+def has_digit_classifier(bundle) -> bool:
+    """Whether ``bundle`` is labelled by this module's digit classifier (its loader names
+    one: MNIST-like data); other labelled images get :mod:`gencompare.metrics.image_classifier`'s."""
+    return getattr(bundle, "classifier", None) is not None
 
 
 def _unique_digits(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -334,7 +327,7 @@ def get_classifier(
     """The classifier for ``bundle``'s dataset: loaded from ``cache_dir`` or trained once.
 
     The cache file is ``cache_dir/classifier-<key>.pt`` with key = :func:`classifier_key`
-    of ``bundle.variant`` (``stacked_mnist-5k`` -> ``mnist-5k``; ``mnist`` and ``mnist-5k``
+    of the bundle (``stacked_mnist-5k`` -> ``mnist-5k``; ``mnist`` and ``mnist-5k``
     are different keys). It holds the weights and the training recipe; a file trained
     with another ``epochs``/``seed`` than requested, or unreadable, is retrained and
     replaced (written to a temporary file, then ``os.replace``, so a reader never sees a
@@ -363,7 +356,7 @@ def get_classifier(
             (the classifier is trained and evaluated on [0, 1] intensities; pass the bundle
             before :func:`gencompare.data.apply_binarization`).
     """
-    key = classifier_key(bundle.variant)
+    key = classifier_key(bundle)
     if getattr(bundle, "binarization", "none") != "none":
         raise ValueError(
             f"get_classifier needs continuous [0, 1] images but the bundle is binarized "

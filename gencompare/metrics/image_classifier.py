@@ -201,6 +201,6 @@ def classifier_for(bundle, cache_dir: str | os.PathLike, *, device: str | torch.
     """The tool's classifier for ``bundle``: the digit classifier for the MNIST-like variants
     it knows (:func:`gencompare.metrics.classifier.get_classifier`), this module's for any
     other labelled images. Returns ``(classifier, info)``."""
-    if has_digit_classifier(bundle.variant):
+    if has_digit_classifier(bundle):
         return get_classifier(bundle, cache_dir, device=device, epochs=epochs)
     return get_image_classifier(bundle, cache_dir, device=device, epochs=epochs)

@@ -17,7 +17,8 @@ from gencompare.record.layout import atomic_write_json
 SCHEMA_VERSION = 2
 """Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same.
 Optional blocks added since (older files simply lack them): ``fid_is``, ``likelihood.dequantization``,
-``wandb``."""
+``wandb``; in the ``data`` block (:meth:`gencompare.data.DataBundle.describe`), ``classifier`` (the digit
+classifier that scores mode coverage, or null) and ``table_order`` (where compare puts the variant's table)."""
 
 
 

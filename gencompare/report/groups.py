@@ -17,7 +17,10 @@ from gencompare.report.runs import Run
 from gencompare.report.stats import Stat, summarize
 
 FAMILY_ORDER = ("gan", "vae", "nade", "ddpm")
-VARIANT_ORDER = ("mnist", "mnist-5k", "fashion_mnist", "stacked_mnist", "stacked_mnist-5k", "ring8", "grid25")
+#: The table order of runs whose metrics.json predates ``data.table_order`` (the bundle's,
+#: gencompare.data.DataBundle): the built-in datasets' orders then.
+_LEGACY_TABLE_ORDER = {"mnist": 10, "mnist-5k": 11, "fashion_mnist": 20, "stacked_mnist": 30, "stacked_mnist-5k": 31,
+                       "ring8": 40, "grid25": 50}
 BASELINES = (("train_images", "train images (baseline)"), ("kmeans_centroids", "k-means centroids (baseline)"))
 
 # Config values that change bookkeeping, speed or memory but not the trained model or
@@ -118,8 +121,14 @@ def family_rank(model: str) -> tuple[int, str]:
     return (FAMILY_ORDER.index(model) if model in FAMILY_ORDER else len(FAMILY_ORDER), model)
 
 
-def _variant_rank(variant: str) -> tuple[int, str]:
-    return (VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), variant)
+def _variant_rank(group: "Group") -> tuple[float, str]:
+    """Tables in the order the data's loader gave (``data.table_order``), then by variant name."""
+    order = lookup(group.runs[0].metrics, "data.table_order")
+    if not isinstance(order, (int, float)):
+        from gencompare.data import DEFAULT_TABLE_ORDER
+
+        order = _LEGACY_TABLE_ORDER.get(group.variant, DEFAULT_TABLE_ORDER)
+    return (order, group.variant)
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
@@ -146,7 +155,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
             differs = {"config": "missing"} if sig is None else {k: sig.get(k) for k in varying}
             groups.append(Group(model, dataset, variant, sorted((members[i] for i in idx), key=lambda r: str(r.seed)),
                                 differs))
-    groups.sort(key=lambda g: (_variant_rank(g.variant), family_rank(g.model), g.label))
+    groups.sort(key=lambda g: (_variant_rank(g), family_rank(g.model), g.label))
     return groups
 
 
