@@ -41,3 +41,12 @@ def test_a_metric_outside_the_package_is_computed_stored_and_shown(tmp_path, dat
     (table,) = result.tables
     assert table.rows[0][table.columns.index("mean error")] == shown
     assert "mean error" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_a_metric_that_does_not_import_stops_train_before_it_starts(tmp_path, data_dir):
+    res = run_cli(*TRAIN, f"+metrics.typo._target_={TARGET}x", "hydra.run.dir=run", cwd=tmp_path, data_dir=data_dir,
+                  env={"PYTHONPATH": str(HERE)})
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "metrics.typo" in lines[0] and f"{TARGET}x" in lines[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from gencompare.errors import GencompareError
 
 if TYPE_CHECKING:  # type names only: a metric module is imported by name from the config
     from gencompare.data import DataBundle
@@ -108,13 +111,18 @@ def build_metrics(mcfg: DictConfig | Mapping[str, Any]) -> list[Metric]:
     ``_target_``, built with the block's other keys as keyword arguments.
 
     Raises:
-        hydra.errors.InstantiationError: a ``_target_`` that does not import, or a key its
-            class does not take.
+        GencompareError: a ``_target_`` that does not import, a key its class does not
+            take, or a class that is not a :class:`Metric`; one line naming the block.
     """
     metrics = []
     for name, spec in mcfg.items():
         if isinstance(spec, (DictConfig, Mapping)) and "_target_" in spec:
-            metric = instantiate(spec, _convert_="all")
+            try:
+                metric = instantiate(spec, _convert_="all")
+            except InstantiationException as exc:
+                raise GencompareError(f"metrics.{name}: {' '.join(str(exc).split())}") from None
+            if not isinstance(metric, Metric):
+                raise GencompareError(f"metrics.{name}: {spec['_target_']} is not a gencompare.metrics.base.Metric")
             metric.name = str(name)
             metrics.append(metric)
     return metrics

@@ -161,12 +161,9 @@ class Likelihood(_Block):
 
 @dataclass
 class Parzen(_Block):
-    """Parzen-window log-likelihood (Goodfellow et al. 2014 Table 1), nats per test image:
-    what :func:`gencompare.metrics.parzen.parzen_evaluate` returns. ``mean`` and
-    ``stderr`` (population std / sqrt(``num_test``)) on the test images, ``sigma`` chosen
-    from ``sigmas`` by the highest of ``valid_means`` (mean validation log-likelihood per
-    sigma), ``num_centres`` samples as kernel centres; ``selected_on`` names the split
-    sigma was chosen on (None for the sanity baselines)."""
+    """Parzen-window log-likelihood (Goodfellow et al. 2014 Table 1) in nats per test image,
+    as :func:`gencompare.metrics.parzen.parzen_evaluate` returns it; ``selected_on``: the
+    split sigma was chosen on (None for the sanity baselines)."""
 
     mean: float
     stderr: float
@@ -295,8 +292,7 @@ class FidIs(_Block):
 class Evaluation(_Block):
     """What one evaluation measured (``evaluate_model``): written at the top level of
     ``metrics.json``; an intermediate one (``trainer.eval_every``) also carries ``step``.
-    Each metric's block is under its name in the ``metrics`` config; a metric outside the
-    package lands in ``extra`` under its name, read and written back unchanged."""
+    A metric outside the package is kept in ``extra`` under its config name."""
 
     num_samples: int
     sample_time_1000_s: float
