@@ -26,7 +26,7 @@ from gencompare.metrics.base import EvalContext, build_metrics
 from gencompare.metrics.likelihood import test_likelihood  # noqa: F401 - its home before the metrics were objects
 from gencompare.models.base import GenerativeModel
 from gencompare.record import RecordError, RunDir, RunMetrics, flatten, read_metrics, write_metrics
-from gencompare.report.tables import run_table
+from gencompare.report.tables import declared_rows, run_table
 from gencompare.terminal import console, table_console
 from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
 
@@ -119,10 +119,11 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     return out
 
 
-def print_metrics_table(mcfg: DictConfig, metrics: dict[str, Any], title: str) -> None:
-    """Print one run's evaluation (:func:`gencompare.report.tables.run_table`: the rows of
-    the registry ``compare`` reads, and those the metrics of ``mcfg`` declare) on stdout."""
-    declared = [row for metric in build_metrics(mcfg) for row in metric.rows]
+def print_metrics_table(configs: list[DictConfig], metrics: dict[str, Any], title: str) -> None:
+    """Print one run's evaluation on stdout: :func:`gencompare.report.tables.run_table`, the
+    rows of the registry ``compare`` reads and those the metrics of ``configs`` (whole
+    configs, each with a ``metrics`` group) declare, as ``compare`` finds them."""
+    declared = declared_rows(OmegaConf.to_container(c) for c in configs)
     table = run_table(metrics, title, declared).to_rich()
     table.columns[-1].justify = "left"  # the notes are sentences
     table_console().print(table)
@@ -159,7 +160,7 @@ def evaluate_after_training(cfg: DictConfig, model: GenerativeModel, bundle: Dat
         return {}
     console.print("evaluating ...")
     results = evaluate_and_log(cfg, model, bundle, run, tracker, step, final=True, drawn=drawn)
-    print_metrics_table(cfg.metrics, results, f"{cfg.model.name} on {bundle.variant}, step {step}")
+    print_metrics_table([cfg], results, f"{cfg.model.name} on {bundle.variant}, step {step}")
     return results
 
 
@@ -198,5 +199,5 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         if run.parzen_plot.is_file():
             tracker.log_image("eval/parzen_sigma", run.parzen_plot)
         log_run_artifacts(tracker, run, metrics, model=False)  # the merged metrics.json; the checkpoint is unchanged
-    print_metrics_table(cfg.metrics, metrics, f"{train_cfg.model.name} on {bundle.variant}, step {checkpoint['step']}")
+    print_metrics_table([cfg, train_cfg], metrics, f"{train_cfg.model.name} on {bundle.variant}, step {checkpoint['step']}")
     return metrics

@@ -221,20 +221,29 @@ def declared_rows(configs: Iterable[Mapping[str, Any] | None]) -> tuple[Metric, 
     """The rows that metrics outside the package declare (their class's ``rows``), for
     every ``metrics.<name>._target_`` of the runs' configs (``config.yaml``), first
     declaration of a name kept. The built-in metrics' rows are :data:`METRICS`, so
-    ``gencompare.*`` targets are not imported; a target that does not import here (its
-    package not on the path) adds nothing."""
+    ``gencompare.*`` targets are not looked up.
+
+    A target is imported, never called, and only a :class:`gencompare.metrics.base.Metric`
+    subclass's :class:`Metric` rows are read: a run dir's config picks which importable
+    class is read, not what runs. One that does not import here (its package not on the
+    path) adds nothing.
+    """
     from hydra.utils import get_class
+
+    from gencompare.metrics.base import Metric as Scored
 
     rows: dict[str, Metric] = {}
     targets = {spec["_target_"] for cfg in configs if isinstance(cfg, Mapping)
                for spec in (cfg.get("metrics") or {}).values() if isinstance(spec, Mapping) and "_target_" in spec}
-    for target in sorted(t for t in targets if not str(t).startswith("gencompare.")):
+    for target in sorted(str(t) for t in targets if not str(t).startswith("gencompare.")):
         try:
-            cls = get_class(str(target))
+            cls = get_class(target)
         except Exception:  # noqa: BLE001 - a run of a metric this environment lacks: shown without it
             continue
-        for row in getattr(cls, "rows", ()):
-            rows.setdefault(row.name, row)
+        if isinstance(cls, type) and issubclass(cls, Scored):
+            for row in cls.rows:
+                if isinstance(row, Metric):
+                    rows.setdefault(row.name, row)
     return tuple(rows.values())
 
 
