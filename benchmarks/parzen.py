@@ -46,8 +46,8 @@ from gencompare.metrics.parzen import (  # noqa: E402
     DEFAULT_SIGMAS,
     parzen_evaluate,
     parzen_log_likelihood_multi,
-    sanity_baselines,
 )
+from gencompare.metrics.parzen_baselines import sanity_baselines  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

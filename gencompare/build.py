@@ -189,7 +189,9 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
         cfg = OmegaConf.load(run.config) if run.config.is_file() else OmegaConf.create(checkpoint["config"])
     except Exception as exc:  # noqa: BLE001 - yaml errors come in many types
         raise GencompareError(f"{source} is unreadable ({type(exc).__name__}); cannot rebuild the run's model") from None
-    check_targets(cfg, str(source))
+    # the run's metrics blocks name their classes too, but eval scores with its own metrics
+    # config and never builds the run's: only what rebuilds the model is checked and built
+    check_targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "metrics"}, str(source))
     if checkpoint["family"] != cfg.model.name:
         raise GencompareError(
             f"{ckpt_path} holds a {checkpoint['family']} model but {run.path} was a {cfg.model.name} run"

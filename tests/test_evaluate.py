@@ -20,9 +20,9 @@ def test_eval_prints_and_stores_every_image_metric(tmp_path, data_dir, family):
     ev = run_cli("eval", f"run={family}", *EVAL_FAST, cwd=tmp_path, data_dir=data_dir)
     assert ev.returncode == 0, ev.stderr
     out = ev.stdout
-    for label in ("Parzen log-likelihood", "baseline: train images", "baseline: k-means centroids",
+    for label in ("Parzen LL (nats)", "train images (baseline)", "k-means centroids (baseline)",
                   "classes covered", "precision", "recall", "density", "coverage", "FD (gencompare-cnn-mnist-5k)",
-                  "classifier test accuracy"):
+                  "classifier accuracy %"):
         assert label in out, f"{label!r} missing from eval output:\n{out}"
     m = json.loads((tmp_path / family / "metrics.json").read_text())
     pz = m["parzen"]

@@ -10,14 +10,13 @@ import torch
 
 from gencompare.metrics.parzen import (
     DEFAULT_SIGMAS,
-    ParzenResult,
-    kmeans_centres,
     parzen_evaluate,
     parzen_log_likelihood,
     parzen_log_likelihood_multi,
     plot_sigma_selection,
-    sanity_baselines,
 )
+from gencompare.metrics.parzen_baselines import kmeans_centres, sanity_baselines
+from gencompare.record import Parzen
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,7 @@ def test_one_centre_is_the_gaussian_log_density(digits, sigma):
 def test_evaluate_picks_the_validation_maximum_and_reports_test_stats(digits):
     samples, valid, test = digits[:2000], digits[3000:3200], digits[4000:4400]
     result = parzen_evaluate(samples, valid, test)
-    assert isinstance(result, ParzenResult)
+    assert isinstance(result, Parzen)
     assert result.sigmas == pytest.approx(list(np.logspace(-1, 0, 10)))
     # Validation means agree with a float64 computation, and the choice is their argmax.
     ref_means = direct_float64(samples, valid, result.sigmas).mean(dim=1).numpy()

@@ -369,27 +369,19 @@ def get_classifier(
         lambda m: DigitClassifier(num_classes=m["num_classes"], feature_dim=m["feature_dim"]))
     cached = model is not None
     if model is None:
-        x, y = _unique_digits(*_digits_of(bundle, "train"))
-        start = time.perf_counter()
-        model = train_classifier(x, y, num_classes=10, epochs=epochs, seed=seed, device=device)
-        meta = {
-            "key": key,
-            "epochs": epochs,
-            "seed": seed,
-            "num_train": len(x),
-            "num_classes": model.num_classes,
-            "feature_dim": model.feature_dim,
-            "train_seconds": time.perf_counter() - start,
-            "trained_from": bundle.variant,
-        }
-        _save_atomic({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, path)
+        model, meta = _train_and_cache(bundle, key, path, epochs=epochs, seed=seed, device=device)
     model = model.to(device).eval()
+    return model, _measured_info(model, bundle, key, meta, cached=cached, path=path)
+
+
+def _measured_info(model: DigitClassifier, bundle, key: str, meta: dict, *, cached: bool, path: Path) -> dict:
+    """:func:`get_classifier`'s ``info``, with the test accuracy measured now."""
     x_test, y_test = _digits_of(bundle, "test")
     if bundle.test.shape[1] == 3:
         x_test, y_test = _unique_digits(x_test, y_test)
     accuracy = (model.predict(x_test) == y_test).double().mean().item() if len(x_test) else float("nan")
     digits = key in _DIGIT_KEYS
-    info = {
+    return {
         "variant": key,
         "bundle_variant": bundle.variant,
         "feature_network": f"gencompare-cnn-{key}",
@@ -398,11 +390,28 @@ def get_classifier(
         "num_test": len(x_test),
         "required_accuracy": REQUIRED_ACCURACY if digits else None,
         "meets_protocol": (accuracy >= REQUIRED_ACCURACY) if digits else None,
-        "num_train": meta["num_train"],
-        "epochs": meta["epochs"],
-        "seed": meta["seed"],
-        "train_seconds": meta["train_seconds"],
+        **{k: meta[k] for k in ("num_train", "epochs", "seed", "train_seconds")},
         "cached": cached,
         "cache_path": str(path),
     }
-    return model, info
+
+
+def _train_and_cache(bundle, key: str, path: Path, *, epochs: int, seed: int,
+                     device: str | torch.device) -> tuple[DigitClassifier, dict]:
+    """Train :func:`get_classifier`'s network on the bundle's distinct training digits and
+    save it with its recipe (``meta``) to ``path``."""
+    x, y = _unique_digits(*_digits_of(bundle, "train"))
+    start = time.perf_counter()
+    model = train_classifier(x, y, num_classes=10, epochs=epochs, seed=seed, device=device)
+    meta = {
+        "key": key,
+        "epochs": epochs,
+        "seed": seed,
+        "num_train": len(x),
+        "num_classes": model.num_classes,
+        "feature_dim": model.feature_dim,
+        "train_seconds": time.perf_counter() - start,
+        "trained_from": bundle.variant,
+    }
+    _save_atomic({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, path)
+    return model, meta

@@ -14,7 +14,7 @@ on a validation set (docs/protocols.md section 1).
 Known weakness (Theis, van den Oord & Bethge 2016, "A note on the evaluation of
 generative models"): the number is dominated by sigma and by nearest neighbours;
 real training images, or k-means centroids of them, used as centres score higher
-than most published models. :func:`sanity_baselines` reports both under the
+than most published models. :func:`gencompare.metrics.parzen_baselines.sanity_baselines` reports both under the
 identical protocol so a user sees when a model has "beaten the data".
 
 Numerics. Squared distances are ``|x|^2 + |s|^2 - 2 x.s``: the data are first
@@ -36,23 +36,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gencompare.record import Parzen
+
 __all__ = [
     "DEFAULT_SIGMAS",
-    "ParzenResult",
-    "kmeans_centres",
+    "PROTOCOL",
     "parzen_evaluate",
     "parzen_log_likelihood",
     "parzen_log_likelihood_multi",
     "plot_sigma_selection",
-    "sanity_baselines",
 ]
 
 #: The sigma grid of Goodfellow et al. 2014 (their parzen_ll.py): logspace(-1, 0, 10).
@@ -185,68 +183,83 @@ def parzen_log_likelihood_multi(
     m = x.shape[0]
     device = centres.device
     bm, bn, cache_centres = _chunk_sizes(n, m, d, len(sig), device, batch_size, memory_budget_mb)
-
-    # k_s = 1 / (2 sigma_s^2): the kernel log-value of a tile element is -k_s * d2.
-    ks = [0.5 / s**2 for s in sig]
-    ks64 = torch.tensor(ks, dtype=torch.float64, device=device)
-    ks2 = [k / math.log(2.0) for k in ks]  # the same in base 2, for exp2
-    # Distances are translation invariant; centring on the centres' mean makes the
-    # norms that cancel in |x|^2 + |s|^2 - 2 x.s smaller, hence the float32 error.
-    mu = centres.mean(0, dtype=torch.float64).to(torch.float32)
-
-    def centre_chunk(j0: int) -> Tensor:
-        # (bn, D + 1): [-2 s, |s|^2], so that one matrix product with [x, 1] gives
-        # |s|^2 - 2 x.s without a separate pass to add the norms.
-        cb = centres[j0:j0 + bn].to(torch.float32) - mu  # (bn, D)
-        c_sq = torch.sum(cb * cb, dim=1, dtype=torch.float64).to(torch.float32)
-        return torch.cat([cb.mul_(-2.0), c_sq.unsqueeze(1)], dim=1)
-
-    chunks = [centre_chunk(j0) for j0 in range(0, n, bn)] if cache_centres else None
-
+    tiles = _KernelTiles(centres, sig, bm, bn, cache_centres)
     out = torch.empty(len(sig), m, dtype=torch.float64, device=device)
-    tile = torch.empty(bm * bn, dtype=torch.float32, device=device)
-    scratch = torch.empty(bm * bn, dtype=torch.float32, device=device) if len(sig) > 1 else None
-    ones = torch.ones(bn, dtype=torch.float32, device=device)
     for i0 in range(0, m, bm):
-        xb = x[i0:i0 + bm].to(torch.float32) - mu  # (bm, D)
-        rows = xb.shape[0]
-        x_sq = torch.sum(xb * xb, dim=1, dtype=torch.float64)  # (bm,)
-        xb = torch.cat([xb, torch.ones(rows, 1, dtype=torch.float32, device=device)], dim=1)
-        lse = torch.full((len(sig), rows), -math.inf, dtype=torch.float64, device=device)
-        for c_idx, j0 in enumerate(range(0, n, bn)):
-            cb = chunks[c_idx] if chunks is not None else centre_chunk(j0)
-            cols = cb.shape[0]
-            # t = |s|^2 - 2 x.s; |x|^2 is constant along a row, so it only enters the
-            # row minimum (added in float64) and never the float32 tile.
-            t = torch.mm(xb, cb.T, out=tile[: rows * cols].view(rows, cols))
-            t_min = t.amin(dim=1)  # (bm,)
-            d2_min = x_sq + t_min.to(torch.float64)
-            if bool((d2_min < 0).any()):
-                # Rounding can make a near-duplicate's squared distance negative;
-                # clamp d2 = |x|^2 + t at 0 (rare: only near-copies of a centre).
-                torch.maximum(t, (-x_sq).to(torch.float32).unsqueeze(1), out=t)
-                t_min = t.amin(dim=1)
-                d2_min = (x_sq + t_min.to(torch.float64)).clamp_(min=0.0)
-            for s, k2 in enumerate(ks2):
-                # -k (t - t_min) in base 2, one fused pass: bias + alpha * t. Every value is
-                # <= 0, with 0 at the row minimum, so each kernel term lies in (0, 1].
-                dst = t if scratch is None else scratch[: rows * cols].view(rows, cols)
-                torch.add((k2 * t_min).unsqueeze(1), t, alpha=-k2, out=dst)
-                # exp2, not exp: torch's float32 exp takes a ~30x slower path for
-                # arguments below about -87 (most of a tile at small sigma); exp2 does not.
-                # Row sums as a matrix-vector product: much faster than torch's row-wise
-                # sum on CPU. A float32 sum of terms in (0, 1], one of them 1, has
-                # relative error ~1e-7, so its log is off by ~1e-7 nats.
-                tile_sum = torch.mv(dst.exp2_(), ones[:cols]).to(torch.float64)
-                chunk_lse = tile_sum.log_().sub_(ks64[s] * d2_min)
-                torch.logaddexp(lse[s], chunk_lse, out=lse[s])
-        out[:, i0:i0 + rows] = lse
-
+        lse = tiles.log_sum_exp(x[i0:i0 + bm])
+        out[:, i0:i0 + lse.shape[1]] = lse
     log_norm = torch.tensor(
         [math.log(n) + 0.5 * d * math.log(2.0 * math.pi * s**2) for s in sig],
         dtype=torch.float64, device=device,
     )
     return out - log_norm.unsqueeze(1)
+
+
+class _KernelTiles:
+    """The centres of :func:`parzen_log_likelihood_multi` as float32 tiles, and the
+    float64 ``logsumexp_j(-||x - s_j||^2 / (2 sigma^2))`` of a chunk of rows against them."""
+
+    def __init__(self, centres: Tensor, sig: list[float], bm: int, bn: int, cache_centres: bool) -> None:
+        device = centres.device
+        self.centres, self.bn, self.n = centres, bn, centres.shape[0]
+        # k_s = 1 / (2 sigma_s^2): the kernel log-value of a tile element is -k_s * d2.
+        ks = [0.5 / s**2 for s in sig]
+        self.ks64 = torch.tensor(ks, dtype=torch.float64, device=device)
+        self.ks2 = [k / math.log(2.0) for k in ks]  # the same in base 2, for exp2
+        # Distances are translation invariant; centring on the centres' mean makes the
+        # norms that cancel in |x|^2 + |s|^2 - 2 x.s smaller, hence the float32 error.
+        self.mu = centres.mean(0, dtype=torch.float64).to(torch.float32)
+        self.chunks = [self.centre_chunk(j0) for j0 in range(0, self.n, bn)] if cache_centres else None
+        self.tile = torch.empty(bm * bn, dtype=torch.float32, device=device)
+        self.scratch = torch.empty(bm * bn, dtype=torch.float32, device=device) if len(sig) > 1 else None
+        self.ones = torch.ones(bn, dtype=torch.float32, device=device)
+
+    def centre_chunk(self, j0: int) -> Tensor:
+        # (bn, D + 1): [-2 s, |s|^2], so that one matrix product with [x, 1] gives
+        # |s|^2 - 2 x.s without a separate pass to add the norms.
+        cb = self.centres[j0:j0 + self.bn].to(torch.float32) - self.mu  # (bn, D)
+        c_sq = torch.sum(cb * cb, dim=1, dtype=torch.float64).to(torch.float32)
+        return torch.cat([cb.mul_(-2.0), c_sq.unsqueeze(1)], dim=1)
+
+    def log_sum_exp(self, x: Tensor) -> Tensor:
+        """(S, rows) float64 for the (rows, D) chunk ``x``."""
+        device = self.mu.device
+        xb = x.to(torch.float32) - self.mu  # (bm, D)
+        rows = xb.shape[0]
+        x_sq = torch.sum(xb * xb, dim=1, dtype=torch.float64)  # (bm,)
+        xb = torch.cat([xb, torch.ones(rows, 1, dtype=torch.float32, device=device)], dim=1)
+        lse = torch.full((len(self.ks2), rows), -math.inf, dtype=torch.float64, device=device)
+        for c_idx, j0 in enumerate(range(0, self.n, self.bn)):
+            cb = self.chunks[c_idx] if self.chunks is not None else self.centre_chunk(j0)
+            self._merge_tile(lse, xb, x_sq, cb)
+        return lse
+
+    def _merge_tile(self, lse: Tensor, xb: Tensor, x_sq: Tensor, cb: Tensor) -> None:
+        rows, cols = xb.shape[0], cb.shape[0]
+        # t = |s|^2 - 2 x.s; |x|^2 is constant along a row, so it only enters the
+        # row minimum (added in float64) and never the float32 tile.
+        t = torch.mm(xb, cb.T, out=self.tile[: rows * cols].view(rows, cols))
+        t_min = t.amin(dim=1)  # (bm,)
+        d2_min = x_sq + t_min.to(torch.float64)
+        if bool((d2_min < 0).any()):
+            # Rounding can make a near-duplicate's squared distance negative;
+            # clamp d2 = |x|^2 + t at 0 (rare: only near-copies of a centre).
+            torch.maximum(t, (-x_sq).to(torch.float32).unsqueeze(1), out=t)
+            t_min = t.amin(dim=1)
+            d2_min = (x_sq + t_min.to(torch.float64)).clamp_(min=0.0)
+        for s, k2 in enumerate(self.ks2):
+            # -k (t - t_min) in base 2, one fused pass: bias + alpha * t. Every value is
+            # <= 0, with 0 at the row minimum, so each kernel term lies in (0, 1].
+            dst = t if self.scratch is None else self.scratch[: rows * cols].view(rows, cols)
+            torch.add((k2 * t_min).unsqueeze(1), t, alpha=-k2, out=dst)
+            # exp2, not exp: torch's float32 exp takes a ~30x slower path for
+            # arguments below about -87 (most of a tile at small sigma); exp2 does not.
+            # Row sums as a matrix-vector product: much faster than torch's row-wise
+            # sum on CPU. A float32 sum of terms in (0, 1], one of them 1, has
+            # relative error ~1e-7, so its log is off by ~1e-7 nats.
+            tile_sum = torch.mv(dst.exp2_(), self.ones[:cols]).to(torch.float64)
+            chunk_lse = tile_sum.log_().sub_(self.ks64[s] * d2_min)
+            torch.logaddexp(lse[s], chunk_lse, out=lse[s])
 
 
 def parzen_log_likelihood(
@@ -279,35 +292,9 @@ def parzen_log_likelihood(
     )[0]
 
 
-@dataclass
-class ParzenResult:
-    """Outcome of the Parzen protocol (docs/protocols.md section 1).
-
-    Attributes:
-        mean: mean test log-likelihood, nats per image (higher is better).
-        stderr: ``std(ll) / sqrt(M)`` with the population std (ddof=0), nats.
-        sigma: the kernel width chosen on the validation set.
-        sigmas: the grid searched.
-        valid_means: mean validation log-likelihood (nats) per sigma of the grid.
-        num_centres, num_test, num_valid: N, M and the validation size.
-    """
-
-    mean: float
-    stderr: float
-    sigma: float
-    sigmas: list[float]
-    valid_means: list[float]
-    num_centres: int
-    num_test: int
-    num_valid: int
-    protocol: str = field(
-        default="Parzen window, Goodfellow et al. 2014 Table 1: Gaussian KDE on model samples, "
-        "sigma chosen on validation by mean log-likelihood, nats per test image"
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (JSON-serialisable) of every field."""
-        return asdict(self)
+#: What :func:`parzen_evaluate` records as its ``protocol``.
+PROTOCOL = ("Parzen window, Goodfellow et al. 2014 Table 1: Gaussian KDE on model samples, "
+            "sigma chosen on validation by mean log-likelihood, nats per test image")
 
 
 def parzen_evaluate(
@@ -319,7 +306,7 @@ def parzen_evaluate(
     memory_budget_mb: float = 256,
     batch_size: int | tuple[int, int] | None = None,
     min_centres: int | None = None,
-) -> ParzenResult:
+) -> Parzen:
     """The full Parzen protocol: choose sigma on ``valid``, report the mean on ``test``.
 
     Args:
@@ -333,7 +320,7 @@ def parzen_evaluate(
         min_centres: raise if fewer samples than this are given (None: no check).
 
     Returns:
-        :class:`ParzenResult` with the mean and standard error (population std / sqrt(M))
+        :class:`gencompare.record.Parzen` (its ``metrics.json`` block) with the mean and standard error (population std / sqrt(M))
         of the test log-likelihood in nats, the chosen sigma (the grid point with the
         highest mean validation log-likelihood; the first one on ties) and the
         validation curve.
@@ -357,7 +344,7 @@ def parzen_evaluate(
     best = int(torch.argmax(valid_means).item())
     test_ll = parzen_log_likelihood_multi(samples_2d, test, [sig[best]], **kw)[0]  # (M,)
     m = test_ll.shape[0]
-    return ParzenResult(
+    return Parzen(
         mean=float(test_ll.mean()),
         stderr=float(test_ll.std(correction=0) / math.sqrt(m)),
         sigma=sig[best],
@@ -366,17 +353,18 @@ def parzen_evaluate(
         num_centres=int(samples_2d.shape[0]),
         num_test=int(m),
         num_valid=int(valid_ll.shape[1]),
+        protocol=PROTOCOL,
     )
 
 
-def plot_sigma_selection(result: ParzenResult, path: str | Path) -> Path:
+def plot_sigma_selection(result: Parzen, path: str | Path) -> Path:
     """Write a PNG of mean validation log-likelihood (nats) against sigma (log axis).
 
     The chosen sigma is marked. Uses matplotlib's Agg canvas directly, so the global
     pyplot backend is untouched and no display is needed.
 
     Args:
-        result: a :class:`ParzenResult` from :func:`parzen_evaluate`.
+        result: a :class:`gencompare.record.Parzen` from :func:`parzen_evaluate`.
         path: output file (parent folders are created).
 
     Returns:
@@ -403,95 +391,3 @@ def plot_sigma_selection(result: ParzenResult, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
-
-
-def kmeans_centres(
-    train: Tensor, n: int, *, seed: int = 0, max_iter: int = 10,
-) -> Tensor:
-    """k-means centroids of the training images, the stronger sanity baseline.
-
-    Theis, van den Oord & Bethge 2016 (Table 2) show that k-means centroids of the
-    training set, used as Parzen centres, score higher than real samples and than most
-    models (about 313 nats on MNIST against 243 for 10,000 training images).
-
-    Uses scikit-learn's ``KMeans`` (Lloyd, ``algorithm="lloyd"``) initialised with ``n``
-    training images chosen at random by ``seed``, ``n_init=1`` and a bounded
-    ``max_iter``: k-means++ seeding of 10,000 clusters on 50,000 x 784 tries ~11
-    candidates per centre against every image, about as many flops as 11 Lloyd
-    iterations but in 10,000 small sequential steps, and with about 5 images per
-    cluster the Lloyd assignments settle within a few iterations (on Fashion-MNIST the
-    inertia fell 704,540 -> 475,065 -> 464,040 -> 460,601 in the first three).
-    Cost: one Lloyd iteration on 50,000 x 784 -> 10,000 clusters is ~8e11 flops; the
-    whole :func:`sanity_baselines` (10 iterations plus two Parzen evaluations) took 77 s
-    on 2 lightly loaded EPYC cores, 239 s on the same cores under heavy load
-    (benchmarks/results/parzen.md).
-
-    Args:
-        train: (T, D) or (T, C, H, W) training images, pixels in [0, 1].
-        n: number of centroids (the protocol: 10,000).
-        seed: picks the initial images (and seeds scikit-learn).
-        max_iter: Lloyd iterations (default 10).
-
-    Returns:
-        (n, *train.shape[1:]) float32 tensor of centroids on ``train``'s device.
-
-    Raises:
-        ValueError: n < 1 or more centroids than training images.
-    """
-    from sklearn.cluster import KMeans
-
-    rows = _as_rows(train, "train")
-    if n < 1 or n > rows.shape[0]:
-        raise ValueError(f"k-means needs 1 <= n <= number of training images ({rows.shape[0]}), got n={n}")
-    data = rows.detach().to("cpu", torch.float32).numpy()
-    gen = torch.Generator().manual_seed(seed)
-    init_idx = torch.randperm(rows.shape[0], generator=gen)[:n].numpy()
-    km = KMeans(
-        n_clusters=n, init=data[init_idx], n_init=1, max_iter=max_iter,
-        algorithm="lloyd", random_state=seed,
-    ).fit(data)
-    centres = torch.from_numpy(np.ascontiguousarray(km.cluster_centers_, dtype=np.float32))
-    return centres.reshape(n, *train.shape[1:]).to(train.device)
-
-
-def sanity_baselines(
-    train: Tensor,
-    valid: Tensor,
-    test: Tensor,
-    n: int = 10000,
-    *,
-    seed: int = 0,
-    sigmas: Sequence[float] | Tensor | None = None,
-    memory_budget_mb: float = 256,
-    kmeans_max_iter: int = 10,
-) -> dict[str, ParzenResult]:
-    """The two reference scores of Theis et al. 2016 under the identical Parzen protocol.
-
-    Args:
-        train: (T, ...) training images in [0, 1] (the paper: train[0:50000]).
-        valid, test: as in :func:`parzen_evaluate`.
-        n: number of centres (the protocol: 10,000).
-        seed: picks the training-image subset and the k-means initialisation.
-        sigmas, memory_budget_mb: as in :func:`parzen_evaluate`.
-        kmeans_max_iter: Lloyd iterations of :func:`kmeans_centres`.
-
-    Returns:
-        ``{"train_images": ..., "kmeans_centroids": ...}``: ParzenResults with ``n`` random
-        training images (fixed by ``seed``) and ``n`` k-means centroids as centres.
-        On MNIST Theis et al. report about 243 and 313 nats respectively.
-
-    Raises:
-        ValueError: fewer than ``n`` training images, or as :func:`parzen_evaluate`.
-    """
-    rows = _as_rows(train, "train")
-    if rows.shape[0] < n:
-        raise ValueError(f"sanity baselines need at least n={n} training images, got {rows.shape[0]}")
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(rows.shape[0], generator=gen)[:n].to(rows.device)
-    kw = dict(sigmas=sigmas, memory_budget_mb=memory_budget_mb)
-    return {
-        "train_images": parzen_evaluate(rows[idx], valid, test, **kw),
-        "kmeans_centroids": parzen_evaluate(
-            kmeans_centres(rows, n, seed=seed, max_iter=kmeans_max_iter), valid, test, **kw
-        ),
-    }

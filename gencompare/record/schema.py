@@ -162,8 +162,9 @@ class Likelihood(_Block):
 
 @dataclass
 class Parzen(_Block):
-    """Parzen-window log-likelihood (Goodfellow et al. 2014 Table 1), nats per test image;
-    the fields of :class:`gencompare.metrics.parzen.ParzenResult` plus where sigma was chosen."""
+    """Parzen-window log-likelihood (Goodfellow et al. 2014 Table 1) in nats per test image,
+    as :func:`gencompare.metrics.parzen.parzen_evaluate` returns it; ``selected_on``: the
+    split sigma was chosen on (None for the sanity baselines)."""
 
     mean: float
     stderr: float
@@ -291,7 +292,8 @@ class FidIs(_Block):
 @dataclass
 class Evaluation(_Block):
     """What one evaluation measured (``evaluate_model``): written at the top level of
-    ``metrics.json``; an intermediate one (``trainer.eval_every``) also carries ``step``."""
+    ``metrics.json``; an intermediate one (``trainer.eval_every``) also carries ``step``.
+    A metric outside the package is kept in ``extra`` under its config name."""
 
     num_samples: int
     sample_time_1000_s: float

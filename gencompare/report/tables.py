@@ -7,23 +7,31 @@ With a single run a cell shows the metric's own standard error over test example
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich.table import Table
 
 from gencompare.record import lookup
 from gencompare.report.formatting import DASH, fmt, fmt_count, fmt_seconds, pm
-from gencompare.report.groups import Group, baseline_rows, method_rank
+from gencompare.report.groups import BASELINES, Group, baseline_rows, method_rank
+from gencompare.report.stats import summarize
 from gencompare.report.published import PACGAN_2D, PACGAN_SOURCE, PACGAN_TABLE1
 
 NLL_KIND_LABEL = {"nll_exact": "exact", "nll_iwae": "IWAE", "nll_bound": "bound", None: "none"}
 _IMAGES = ("classes", "stacked")  # coverage kinds scored with a classifier
 
 
+Note = Callable[[Mapping[str, Any]], str]
+
+
 @dataclass(frozen=True)
 class Metric:
-    """One aggregated metric: where it is in metrics.json and how it is shown."""
+    """One metric's row of the tables: where it is in metrics.json and how it is shown, in
+    ``compare``'s tables and CSV and in the terminal table of one run (:func:`run_table`).
+    A metric outside the package declares its rows on its class
+    (:attr:`gencompare.metrics.base.Metric.rows`)."""
 
     name: str             # CSV column stem
     key: str              # dotted key into metrics.json
@@ -33,44 +41,92 @@ class Metric:
     own_stderr: str | None = None  # the metric's standard error over test examples
     total: str | None = None       # a mode count's "out of" (shown as "8 /8")
     fmt: Callable[[float], str] = fmt
+    note: str | Note = ""          # the terminal's protocol / note column, or a function of metrics.json
+    absent_note: str | None = None  # key of the reason the terminal shows (value "none") when the metric is missing
+    network: str | None = None     # key of the feature network's name, shown in the header: "FD (<network>)"
+
+    def header_for(self, networks: Sequence[str]) -> str:
+        """The header, naming the feature network when every run used the same one."""
+        return f"{self.header} ({networks[0]})" if self.network and len(networks) == 1 else self.header
+
+
+def _get(key: str, digits: int = 3, prefix: str = "", suffix: str = "") -> Note:
+    """A note that shows one value of metrics.json (nothing when it is missing)."""
+    def note(m: Mapping[str, Any]) -> str:
+        v = lookup(m, key)
+        return "" if v is None else f"{prefix}{v:.{digits}f}{suffix}" if isinstance(v, float) else f"{prefix}{v}{suffix}"
+    return note
+
+
+def _parzen_note(m: Mapping[str, Any]) -> str:
+    pz = m["parzen"]
+    return (f"sigma={pz['sigma']:.3f} (on {pz.get('selected_on', 'valid')}), {pz['num_centres']} samples, "
+            f"{pz['num_test']} test images")
+
+
+def _accuracy_note(m: Mapping[str, Any]) -> str:
+    ok = lookup(m, "classifier.meets_protocol")
+    flag = "" if ok is None else (" (meets the 98% protocol)" if ok else " (BELOW the 98% protocol)")
+    return f"{lookup(m, 'classifier.feature_network')}{flag}"
+
+
+def _is_note(m: Mapping[str, Any]) -> str:
+    fi = m["fid_is"]
+    std = fi.get("inception_score_std", fi.get("classifier_score_std"))
+    return f"± {std:.2f} (std over {fi.get('splits')} splits of {fi.get('num_fake')} samples)"
+
+
+_FEATURES = "features.feature_network"
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("steps", "steps", "steps", fmt=lambda x: f"{x:,.0f}"),
-    Metric("parzen_ll", "parzen.mean", "Parzen LL (nats)", _IMAGES, own_stderr="parzen.stderr"),
+    Metric("parzen_ll", "parzen.mean", "Parzen LL (nats)", _IMAGES, own_stderr="parzen.stderr", note=_parzen_note),
     Metric("parzen_stderr", "parzen.stderr", "Parzen stderr", _IMAGES),
     Metric("parzen_sigma", "parzen.sigma", "Parzen sigma", _IMAGES),
-    Metric("nll", "likelihood.nll_nats", "NLL (nats)", own_stderr="likelihood.stderr"),
+    Metric("nll", "likelihood.nll_nats", "NLL (nats)", own_stderr="likelihood.stderr", note=_get("likelihood.kind"),
+           absent_note="likelihood.note"),
     Metric("nll_stderr", "likelihood.stderr", "NLL stderr"),
-    Metric("bits_per_dim", "likelihood.bits_per_dim", "bits/dim"),
+    Metric("bits_per_dim", "likelihood.bits_per_dim", "bits/dim", note=_get("likelihood.note")),
     Metric("modes_captured", "mode_coverage.modes_captured", "modes captured", ("mixture",),
-           total="mode_coverage.num_modes"),
-    Metric("high_quality_pct", "mode_coverage.high_quality_fraction", "HQ %", ("mixture",), scale=100.0),
-    Metric("reverse_kl", "mode_coverage.reverse_kl", "reverse KL", ("mixture",)),
+           total="mode_coverage.num_modes", note="within 3 std of a mode (PacGAN)"),
+    Metric("high_quality_pct", "mode_coverage.high_quality_fraction", "HQ %", ("mixture",), scale=100.0,
+           note="samples within 3 std of a mode"),
+    Metric("reverse_kl", "mode_coverage.reverse_kl", "reverse KL", ("mixture",), note="nats, to uniform over the modes"),
     Metric("classes_covered", "mode_coverage.classes_covered", "classes covered", ("classes",),
            total="mode_coverage.num_classes"),
-    Metric("kl_to_data", "mode_coverage.kl_to_data", "KL to data", ("classes",)),
+    Metric("kl_to_data", "mode_coverage.kl_to_data", "KL to data", ("classes",), note="KL(gen || data classes), nats"),
     Metric("modes_covered", "mode_coverage.modes_covered", "modes covered", ("stacked",),
            total="mode_coverage.num_modes"),
-    Metric("kl_to_uniform", "mode_coverage.kl_to_uniform", "KL to uniform", _IMAGES),
-    Metric("precision", "features.precision", "precision", _IMAGES),
-    Metric("recall", "features.recall", "recall", _IMAGES),
-    Metric("density", "features.density", "density", _IMAGES),
-    Metric("coverage", "features.coverage", "coverage", _IMAGES),
-    Metric("frechet_distance", "features.frechet_distance", "FD", _IMAGES),
+    Metric("kl_to_uniform", "mode_coverage.kl_to_uniform", "KL to uniform", _IMAGES, note="KL(gen || uniform), nats"),
+    Metric("precision", "features.precision", "precision", _IMAGES, note=_get(_FEATURES, prefix="k=3, features: ")),
+    Metric("recall", "features.recall", "recall", _IMAGES, note=_get(_FEATURES, prefix="k=3, features: ")),
+    Metric("density", "features.density", "density", _IMAGES, note=_get(_FEATURES, prefix="k=5, features: ")),
+    Metric("coverage", "features.coverage", "coverage", _IMAGES, note=_get(_FEATURES, prefix="k=5, features: ")),
+    Metric("frechet_distance", "features.frechet_distance", "FD", _IMAGES, note="Frechet distance, not FID",
+           network=_FEATURES),
     # 8-bit colour data: Inception's FID and IS, or the same on the tool's classifier (never mixed)
-    Metric("fid", "fid_is.fid", "FID (Inception)", _IMAGES),
-    Metric("inception_score", "fid_is.inception_score", "IS (Inception)", _IMAGES),
-    Metric("fd_train", "fid_is.fd", "FD vs train (classifier)", _IMAGES),
+    Metric("fid", "fid_is.fid", "FID (Inception)", _IMAGES, note=_get("fid_is.note"), absent_note="fid_is.note"),
+    Metric("inception_score", "fid_is.inception_score", "IS (Inception)", _IMAGES, note=_is_note),
+    Metric("fd_train", "fid_is.fd", "FD vs train (classifier)", _IMAGES, note=_get("fid_is.feature_network")),
+    Metric("classifier_score", "fid_is.classifier_score", "IS-like score (classifier)", _IMAGES,
+           note=lambda m: f"not the Inception Score; {_is_note(m)}"),
+    Metric("classifier_accuracy", "classifier.test_accuracy", "classifier accuracy %", _IMAGES, scale=100.0,
+           note=_accuracy_note),
     Metric("parameters", "parameters_total", "parameters", fmt=fmt_count),
     Metric("train_time_s", "train_time_s", "train time", fmt=fmt_seconds),
-    Metric("sample_time_1000_s", "sample_time_1000_s", "1k samples", fmt=fmt_seconds),
+    Metric("sample_time_1000_s", "sample_time_1000_s", "1k samples", fmt=fmt_seconds, note=_get("sampler")),
 )
 # metrics shown in the per-variant tables (the stderr / sigma columns are CSV-only)
 TABLE_METRICS = ("parzen_ll", "nll", "modes_captured", "high_quality_pct", "reverse_kl", "classes_covered",
                  "modes_covered", "kl_to_data", "kl_to_uniform", "precision", "recall", "density", "coverage",
                  "frechet_distance", "fid", "inception_score", "fd_train", "parameters", "steps", "train_time_s",
                  "sample_time_1000_s")
+# metrics shown in the terminal table at the end of a run and by `gencompare eval`, in this order
+RUN_TABLE_METRICS = ("nll", "bits_per_dim", "parzen_ll", "modes_captured", "high_quality_pct", "reverse_kl",
+                     "classes_covered", "kl_to_data", "modes_covered", "kl_to_uniform", "precision", "recall",
+                     "density", "coverage", "frechet_distance", "fid", "inception_score", "fd_train",
+                     "classifier_score", "classifier_accuracy", "sample_time_1000_s")
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 
@@ -128,16 +184,14 @@ def _count_cell(g: Group, m: Metric) -> str:
 
 
 def variant_table(variant: str, groups: Sequence[Group]) -> TableData:
-    """Families as rows, every metric that applies to the variant's coverage kind as columns."""
+    """Families as rows, every metric that applies to the variant's coverage kind as columns
+    (the registry's, then those the runs' metrics declare: :func:`declared_rows`)."""
     kind = groups[0].coverage
-    metrics = [METRIC_BY_NAME[n] for n in TABLE_METRICS if kind in METRIC_BY_NAME[n].kinds]
-    nets = sorted({n for g in groups for n in g.strings("features.feature_network")})
+    declared = declared_rows(r.config for g in groups for r in g.runs)
+    metrics = [m for m in (*(METRIC_BY_NAME[n] for n in TABLE_METRICS), *declared) if kind in m.kinds]
     columns = ["family", "seeds"]
     for m in metrics:
-        if m.name == "frechet_distance" and len(nets) == 1:
-            columns.append(f"FD ({nets[0]})")
-        else:
-            columns.append(m.header)
+        columns.append(m.header_for(sorted({n for g in groups for n in g.strings(m.network)}) if m.network else []))
     rows = []
     for g in groups:
         row = [g.label, str(len(g.runs))]
@@ -161,6 +215,73 @@ def variant_table(variant: str, groups: Sequence[Group]) -> TableData:
     if kind == "mixture":
         caption += " HQ %: samples within 3 std of a mode (PacGAN)."
     return TableData(f"{variant}", columns, rows, caption).without_empty_columns(keep=2)
+
+
+def declared_rows(configs: Iterable[Mapping[str, Any] | None]) -> tuple[Metric, ...]:
+    """The rows that metrics outside the package declare (their class's ``rows``), for
+    every ``metrics.<name>._target_`` of the runs' configs (``config.yaml``), first
+    declaration of a name kept. The built-in metrics' rows are :data:`METRICS`, so
+    ``gencompare.*`` targets are not looked up.
+
+    A target is imported, never called, and only a :class:`gencompare.metrics.base.Metric`
+    subclass's :class:`Metric` rows are read: a run dir's config picks which importable
+    class is read, not what runs. One that does not import here (its package not on the
+    path) adds nothing.
+    """
+    from hydra.utils import get_class
+
+    from gencompare.metrics.base import Metric as Scored
+
+    rows: dict[str, Metric] = {}
+    targets = {spec["_target_"] for cfg in configs if isinstance(cfg, Mapping)
+               for spec in (cfg.get("metrics") or {}).values() if isinstance(spec, Mapping) and "_target_" in spec}
+    for target in sorted(str(t) for t in targets if not str(t).startswith("gencompare.")):
+        try:
+            cls = get_class(target)
+        except Exception:  # noqa: BLE001 - a run of a metric this environment lacks: shown without it
+            continue
+        if isinstance(cls, type) and issubclass(cls, Scored):
+            for row in cls.rows:
+                if isinstance(row, Metric):
+                    rows.setdefault(row.name, row)
+    return tuple(rows.values())
+
+
+def run_table(metrics: Mapping[str, Any], title: str, declared: Sequence[Metric] = ()) -> TableData:
+    """One run's evaluation as the terminal shows it: a row per metric of
+    :data:`RUN_TABLE_METRICS` (then ``declared``) found in ``metrics`` (metrics.json as a
+    dict), formatted as ``compare`` formats a single run, the Parzen sanity baselines
+    after the Parzen row, and the metric's protocol note."""
+    rows: list[list[str]] = []
+    for m in (*(METRIC_BY_NAME[n] for n in RUN_TABLE_METRICS), *declared):
+        value = lookup(metrics, m.key)
+        net = lookup(metrics, m.network) if m.network else None
+        header = m.header_for([] if net is None else [str(net)])
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            reason = lookup(metrics, m.absent_note) if m.absent_note else None
+            if reason:
+                rows.append([header, "none", str(reason)])
+            continue
+        own = lookup(metrics, m.own_stderr) if m.own_stderr else None
+        cell = pm(summarize([value * m.scale]), summarize([own]) if isinstance(own, (int, float)) else None, fmt=m.fmt)
+        total = lookup(metrics, m.total) if m.total else None
+        rows.append([header, cell if total is None else f"{cell} /{total}",
+                     m.note(metrics) if callable(m.note) else m.note])
+        if m.name == "parzen_ll":
+            rows += _baseline_lines(metrics.get("parzen_baselines") or {})
+    return TableData(title, ["metric", "value", "protocol / note"], rows)
+
+
+def _baseline_lines(baselines: Mapping[str, Any]) -> list[list[str]]:
+    out = []
+    for key, label in BASELINES:
+        b = baselines.get(key)
+        if isinstance(b, Mapping):
+            out.append([f"  {label}", pm(summarize([b["mean"]]), summarize([b["stderr"]])),
+                        f"sigma={b['sigma']:.3f}, {b['num_centres']} centres; a model below this has not beaten the data"])
+    if "note" in baselines:
+        out.append(["  k-means centroids (baseline)", "omitted", str(baselines["note"])])
+    return out
 
 
 def pacgan_table(groups: Sequence[Group]) -> TableData | None:
