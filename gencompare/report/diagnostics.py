@@ -9,7 +9,7 @@ from typing import Any
 
 from gencompare.record import RunDir, finite_or_none
 from gencompare.report.formatting import DASH, fmt
-from gencompare.report.groups import Group, family_rank
+from gencompare.report.groups import Group
 from gencompare.report.runs import Run
 from gencompare.report.stats import summarize
 from gencompare.report.tables import TableData
@@ -106,12 +106,14 @@ def diagnostics_table(groups: Sequence[Group]) -> tuple[TableData | None, list[d
     """The diagnostics of every run as a table and as records (one per run, for
     diagnostics.csv); ``(None, [])`` when no run has any."""
     records = []
+    rank: dict[int, tuple[int, str]] = {}  # each record's family rank, for the table's order
     for g in groups:
         for r in g.runs:
             d = training_diagnostics(r)
             if d is not None:
                 records.append({"run": str(r.path), "label": g.label, "model": g.model, "variant": g.variant,
                                 "seed": r.seed, **d})
+                rank[id(records[-1])] = g.family_rank
     if not records:
         return None, []
 
@@ -123,7 +125,7 @@ def diagnostics_table(groups: Sequence[Group]) -> tuple[TableData | None, list[d
     columns = ["run", "seed", "last 20 % of steps", "d_loss", "g_loss", "D(x) − D(G(z))", "‖∇G‖ mean / max",
                "loss", "coverage peak (step) → final", "coverage fell"]
     rows = []
-    for d in sorted(records, key=lambda d: (family_rank(d["model"]), d["variant"], d["label"], str(d["seed"]))):
+    for d in sorted(records, key=lambda d: (rank[id(d)], d["variant"], d["label"], str(d["seed"]))):
         cov = DASH
         if "coverage_peak" in d:
             cov = f"{fmt(d['coverage_peak'])} ({d['coverage_peak_step']:.0f}) → {fmt(d['coverage_final'])}"
