@@ -11,7 +11,9 @@ named by a run dir's file is imported to make it.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,11 +39,17 @@ def search_path() -> tuple[tuple[str, str], ...]:
     try:
         sources = HydraConfig.get().runtime.config_sources
     except ValueError:  # not inside a Hydra job
-        from gencompare.cli import CONFIG_PATH
-
-        return (("main", CONFIG_PATH if "://" in CONFIG_PATH else f"file://{CONFIG_PATH}"),)
+        return (("main", _shipped_configs()),)
     return tuple((s.provider, f"{s.schema}://{s.path}") for s in sources
                  if s.provider.startswith(_USER_PROVIDERS))
+
+
+def _shipped_configs() -> str:
+    """Where gencompare's own configs are, as ``gencompare.cli.CONFIG_PATH`` finds them: the
+    installed package ``gencompare.conf``, else a checkout's ``conf/``."""
+    if importlib.util.find_spec("gencompare.conf") is not None:
+        return "pkg://gencompare.conf"
+    return f"file://{Path(__file__).resolve().parent.parent / 'conf'}"
 
 
 @functools.lru_cache(maxsize=8)
