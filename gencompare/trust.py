@@ -55,7 +55,8 @@ def _shipped_configs() -> str:
 @functools.lru_cache(maxsize=8)
 def trusted_targets(path: tuple[tuple[str, str], ...]) -> frozenset[str]:
     """Every ``_target_`` string in every YAML of the config sources ``path`` (see
-    :func:`search_path`), Hydra's own settings aside. A source that does not exist adds none."""
+    :func:`search_path`), Hydra's own settings aside. A source that does not exist, or a file
+    that is no readable YAML, adds none."""
     from hydra._internal.config_repository import ConfigRepository
     from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
     from hydra.core.plugins import Plugins
@@ -69,7 +70,10 @@ def trusted_targets(path: tuple[tuple[str, str], ...]) -> frozenset[str]:
         if not source.available():
             continue
         for name in _configs(source, ""):
-            node = OmegaConf.to_container(source.load_config(name).config, resolve=False)
+            try:
+                node = OmegaConf.to_container(source.load_config(name).config, resolve=False)
+            except Exception:  # noqa: BLE001 - a YAML Hydra cannot read builds nothing either
+                continue
             found.update(_targets_in(node))
     return frozenset(found)
 

@@ -103,7 +103,7 @@ def test_the_shipped_families_optimizers_and_schedulers_are_trusted():
     assert not is_safe_target("torch.optim.Optimizer.__init__") and not is_safe_target("torch.load")
 
 
-def test_a_family_on_the_users_search_path_is_trusted_without_importing_it():
+def test_a_family_on_the_users_search_path_is_trusted_without_importing_it(tmp_path):
     path = (*search_path(), ("hydra.searchpath in command-line", f"file://{EXTENSION_CONF}"))
     trusted = trusted_targets(path)
     assert "toy_family.GaussianMixture" in trusted and "gencompare.models.gan.GAN" in trusted
@@ -111,7 +111,12 @@ def test_a_family_on_the_users_search_path_is_trusted_without_importing_it():
     assert not is_safe_target("toy_family.GaussianMixture")  # not on the default search path
     assert not is_safe_target("os.system", trusted)
     assert "toy_family" not in sys.modules
-    # a folder that does not exist adds nothing
+    # a folder that does not exist, or a file that is no YAML, adds nothing
+    broken = tmp_path / "conf" / "model"
+    broken.mkdir(parents=True)
+    (broken / "broken.yaml").write_text("_target_: [unclosed\n")
+    assert trusted_targets((*search_path(), ("hydra.searchpath in command-line", f"file://{tmp_path / 'conf'}"))) == \
+        trusted_targets(search_path())
     assert trusted_targets((*search_path(), ("hydra.searchpath in command-line", "file:///nonexistent"))) == \
         trusted_targets(search_path())
 
