@@ -35,7 +35,9 @@ WALL_CLOCK = {"train_time_s", "steps_per_s", "samples_per_s", "sample_time_1000_
 # small network's step): grad_norm/* is the norm at the log step, no longer a mean over the
 # window, so --skip-grad-norms compares everything else.
 GRAD_NORM = "grad_norm/"
-ADDED = {"schema_version", "data.coverage"}
+# keys the newer record adds: the family's style, as its class declares it (issue 20)
+ADDED = {"schema_version", "data.coverage", "family_style.color", "family_style.order",
+         "family_style.likelihood_label"}
 
 
 def _flat(node, prefix=""):

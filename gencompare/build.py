@@ -5,18 +5,17 @@ Shared by ``train`` (:mod:`gencompare.runner`) and ``eval`` (:mod:`gencompare.ev
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from gencompare.data import LOADER_TARGETS, DataBundle, apply_binarization, load_dataset
+from gencompare.data import DataBundle, apply_binarization, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
 from gencompare.terminal import console
+from gencompare.trust import check_targets, is_safe_target  # noqa: F401 - the trust rule for run dirs' configs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,51 +66,6 @@ def prepare_data(cfg: DictConfig) -> DataBundle:
             console.print(f"[bold yellow]warning:[/] {w.message}")
     # a fixed seed (not the run's) for static binarization: every run sees the same binary data
     return apply_binarization(bundle, binarization_of(cfg), seed=0)
-
-
-#: What a config that came from a run dir (``gencompare eval``) may instantiate: the
-#: families' constructors, and torch's optimizers and learning-rate schedulers by class name.
-FAMILY_TARGETS = frozenset({
-    "gencompare.models.gan.GAN", "gencompare.models.vae.VAE", "gencompare.models.ddpm.DDPM",
-    "gencompare.models.nade.build", "gencompare.models.nade.NADE", "gencompare.models.nade.RNADE",
-})
-
-
-def is_safe_target(target: str) -> bool:
-    """True for a family constructor, a built-in dataset loader or a ``torch.optim``
-    optimizer / scheduler class."""
-    if target in FAMILY_TARGETS or target in LOADER_TARGETS:
-        return True
-    module, _, name = target.rpartition(".")
-    if module == "torch.optim":
-        obj = getattr(torch.optim, name, None)
-        return isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
-    if module == "torch.optim.lr_scheduler":
-        obj = getattr(torch.optim.lr_scheduler, name, None)
-        return isinstance(obj, type) and issubclass(obj, torch.optim.lr_scheduler.LRScheduler)
-    return False
-
-
-def check_targets(node: Any, where: str) -> None:
-    """Refuse a config (one read from a run dir) whose ``_target_`` anywhere is not
-    :func:`is_safe_target`: instantiating it would run whatever callable it names.
-
-    Raises:
-        GencompareError: the first unsafe target, with its key.
-    """
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, Mapping):
-            for key, sub in value.items():
-                if key == "_target_" and not (isinstance(sub, str) and is_safe_target(sub)):
-                    raise GencompareError(
-                        f"{where}: {path + '.' if path else ''}_target_={sub} is not a gencompare family, optimizer "
-                        "or scheduler; a run dir's config may only build those (train it again from your own config)")
-                walk(sub, f"{path}.{key}" if path else str(key))
-        elif isinstance(value, (list, tuple)):
-            for i, sub in enumerate(value):
-                walk(sub, f"{path}[{i}]")
-
-    walk(OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node, "")
 
 
 def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:

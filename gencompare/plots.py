@@ -1,7 +1,8 @@
 """Pictures a person would rather look at than read: sample grids and 2D scatter plots.
 
 Every figure of the tool (these, and ``compare``'s in :mod:`gencompare.report.figures`)
-colours a family with :func:`family_color`, so a GAN is the same colour everywhere.
+draws a family in the colour its class declares (``GenerativeModel.family_color``, recorded
+in metrics.json), so a family is the same colour everywhere.
 """
 from __future__ import annotations
 
@@ -12,22 +13,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch only for the annotations: report/ draws without importing it
     from torch import Tensor
 
-#: One colour per family across every figure (matplotlib's tab10, colour-blind distinguishable).
-FAMILY_COLORS = {"gan": "#d62728", "vae": "#1f77b4", "nade": "#2ca02c", "ddpm": "#9467bd"}
+#: The colour of a family that declares none (``GenerativeModel.family_color``) and of the
+#: runs whose record names none; matplotlib's tab10 grey.
 OTHER_COLOR = "#7f7f7f"
 REAL_COLOR = "#bbbbbb"
 
 GRID_SCALE = 2  # each image pixel drawn as GRID_SCALE x GRID_SCALE screen pixels (or more)
-
-
-def family_color(name: str | None) -> str:
-    """The colour of family ``name`` (``gan``, ``vae``, ``nade``, ``ddpm``; a label that
-    starts with one, ``gan (pack=2)``, gets its family's); grey for anything else."""
-    key = (name or "").strip().lower()
-    for family, color in FAMILY_COLORS.items():
-        if key == family or key.startswith((family + " ", family + "(", family + "_", family + "-", family + "\n")):
-            return color
-    return OTHER_COLOR
 
 
 def _pyplot():
@@ -39,21 +30,17 @@ def _pyplot():
     return plt
 
 
-def _family_of(title: str | None) -> str | None:
-    return title.split(" ", 1)[0] if title else None
-
-
 def save_samples(samples: Tensor, path: str | Path, *, means: Tensor | None = None,
                  title: str | None = None, nrow: int = 8, std: float | None = None,
-                 real: Tensor | None = None, seed: int | None = None) -> Path:
+                 real: Tensor | None = None, seed: int | None = None, color: str = OTHER_COLOR) -> Path:
     """Write samples as a PNG.
 
     Images ``(N, C, H, W)`` in [0, 1]: a grid of ``nrow`` columns, each pixel drawn at
     least ``GRID_SCALE`` times larger than the data (a 28 x 28 digit grid of 8 x 8 is
-    ~560 px wide), under ``title``. Points ``(N, 2)``: a scatter plot in the family's
-    colour over the real data ``real`` ``(M, 2)`` drawn faint, with the mixture ``means``
-    ``(K, 2)`` and their 3-sigma circles (radius ``3 * std``), labelled axes and the
-    sample count. ``seed`` is appended to the title as ``seed <seed>``.
+    ~560 px wide), under ``title``. Points ``(N, 2)``: a scatter plot in ``color`` (the
+    family's, ``model.family_color``) over the real data ``real`` ``(M, 2)`` drawn faint,
+    with the mixture ``means`` ``(K, 2)`` and their 3-sigma circles (radius ``3 * std``),
+    labelled axes and the sample count. ``seed`` is appended to the title as ``seed <seed>``.
 
     Returns:
         ``path``.
@@ -63,27 +50,38 @@ def save_samples(samples: Tensor, path: str | Path, *, means: Tensor | None = No
     samples = samples.detach().float().cpu()
     if seed is not None:
         title = f"{title}, seed {seed}" if title else f"seed {seed}"
-    plt = _pyplot()
     if samples.dim() == 4:
-        from torchvision.utils import make_grid
+        return _save_grid(samples, path, title=title, nrow=nrow)
+    return _save_scatter(samples, path, title=title, color=color, means=means, std=std, real=real)
 
-        grid = make_grid(samples.clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)  # (3, H, W)
-        img = grid.permute(1, 2, 0).numpy()
-        h, w = img.shape[:2]
-        scale = max(GRID_SCALE, math.ceil(480 / max(h, w)))  # small grids still readable
-        dpi = 100
-        title_px = 40 if title else 0
-        fig = plt.figure(figsize=(w * scale / dpi, (h * scale + title_px) / dpi), dpi=dpi)
-        ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + title_px)))
-        ax.imshow(img, interpolation="nearest")
-        ax.set_axis_off()
-        if title:
-            fig.text(0.5, 1 - (title_px / 2) / (h * scale + title_px), title, ha="center", va="center",
-                     fontsize=11 if w * scale >= 400 else 8, color="black")
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
-        return path
-    color = family_color(_family_of(title))
+
+def _save_grid(samples: Tensor, path: Path, *, title: str | None, nrow: int) -> Path:
+    """Images ``(N, C, H, W)`` in [0, 1] as one grid (see :func:`save_samples`)."""
+    plt = _pyplot()
+    from torchvision.utils import make_grid
+
+    grid = make_grid(samples.clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)  # (3, H, W)
+    img = grid.permute(1, 2, 0).numpy()
+    h, w = img.shape[:2]
+    scale = max(GRID_SCALE, math.ceil(480 / max(h, w)))  # small grids still readable
+    dpi = 100
+    title_px = 40 if title else 0
+    fig = plt.figure(figsize=(w * scale / dpi, (h * scale + title_px) / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + title_px)))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        fig.text(0.5, 1 - (title_px / 2) / (h * scale + title_px), title, ha="center", va="center",
+                 fontsize=11 if w * scale >= 400 else 8, color="black")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _save_scatter(samples: Tensor, path: Path, *, title: str | None, color: str, means: Tensor | None,
+                  std: float | None, real: Tensor | None) -> Path:
+    """Points ``(N, 2)`` as a scatter plot over the real data (see :func:`save_samples`)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
     if real is not None and len(real):
         r = real.detach().float().cpu()

@@ -34,7 +34,7 @@ from gencompare.evaluate import (check_metrics_config, evaluate_after_training, 
                                  metrics_enabled)
 from gencompare.models.base import GenerativeModel, count_parameters
 from gencompare.plots import save_samples
-from gencompare.record import Evaluation, RunDir, RunMetrics, history_line, trim_history, write_metrics
+from gencompare.record import Evaluation, FamilyStyle, RunDir, RunMetrics, history_line, trim_history, write_metrics
 from gencompare.terminal import TrainProgress, console
 from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
 
@@ -402,7 +402,7 @@ class Trainer:
             samples = grid_samples(self.model, n, self.grid_seed)
         path = save_samples(samples, self.run.grid(tag),
                             means=self.bundle.means, std=self.bundle.std, real=real, seed=int(self.cfg.seed),
-                            title=title)
+                            title=title, color=self.model.family_color)
         if self.cfg.logger.get("log_images", True):
             self.tracker.log_image("samples", path, step=self.step, caption=title)
         return path
@@ -459,7 +459,8 @@ class Trainer:
         # rates over the whole run: a run resumed only for its evaluation keeps its own
         train_time = max(self.time_before + self.loop_time, 1e-9)
         return RunMetrics(
-            status="finished", model=self.cfg.model.name, family=self.model.family, dataset=self.bundle.name,
+            status="finished", model=self.cfg.model.name, family=self.model.family,
+            family_style=FamilyStyle.of(self.model), dataset=self.bundle.name,
             variant=self.bundle.variant, seed=int(self.cfg.seed), device=str(self.model.device),
             precision=str(self.t.precision), steps=self.step,
             epochs=self.stream.batches_drawn / max(1, self.stream.per_epoch), batch_size=int(self.t.batch_size),

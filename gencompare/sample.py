@@ -51,7 +51,7 @@ def sample_run(cfg: DictConfig) -> dict[str, Any]:
     real = bundle.train[: min(len(bundle.train), 5000)].cpu() if bundle.kind == "points" else None
     try:
         save_samples(samples, png, means=bundle.means, std=bundle.std, real=real, title=title,
-                     nrow=max(1, math.ceil(math.sqrt(n))))
+                     nrow=max(1, math.ceil(math.sqrt(n))), color=model.family_color)
         atomic_write(tensor_path, lambda tmp: torch.save(samples, tmp))
     except OSError as exc:
         raise GencompareError(f"cannot write {png.parent}: {exc.strerror or exc}") from None

@@ -276,7 +276,7 @@ class SeedBatchTrainer(Trainer):
             real = data.train[:5000] if data.kind == "points" else None
             title = f"{self.cfg.model.name} on {data.variant}, step {self.step}"
             path = save_samples(grid_samples(model, n, seed + 12345), run.grid(tag), means=data.means,
-                                std=data.std, real=real, seed=seed, title=title)
+                                std=data.std, real=real, seed=seed, title=title, color=model.family_color)
         return path
 
     def evaluate(self) -> None:

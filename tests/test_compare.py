@@ -21,14 +21,22 @@ from torchvision.utils import save_image
 from conftest import run_cli
 from gencompare import record
 from gencompare.errors import GencompareError
+from gencompare.models.ddpm import DDPM
+from gencompare.models.gan import GAN
+from gencompare.models.nade import NADE
+from gencompare.models.vae import VAE
+from gencompare.plots import OTHER_COLOR
 from gencompare.report import METRICS, compare, select_metric, summarize, training_diagnostics, load_run
 
-NLL_KIND = {"gan": None, "vae": "nll_iwae", "nade": "nll_exact", "ddpm": "nll_bound"}
+FAMILIES = {cls.family: cls for cls in (GAN, VAE, NADE, DDPM)}
+NLL_KIND = {name: cls.likelihood_kind for name, cls in FAMILIES.items()}
 
 
 def make_run(root: Path, name: str, *, model: str, dataset: str, variant: str | None = None, seed: int = 0,
-             metrics: dict | None = None, lr: float = 2e-4, history: list[dict] | None = None) -> Path:
-    """A run dir as the runner leaves it: config.yaml, metrics.json, samples/samples.png."""
+             metrics: dict | None = None, lr: float = 2e-4, history: list[dict] | None = None,
+             styled: bool = True) -> Path:
+    """A run dir as the runner leaves it: config.yaml, metrics.json, samples/samples.png;
+    ``styled=False``: a metrics.json from before the families declared their style."""
     run = root / name
     (run / "samples").mkdir(parents=True)
     kind = "points" if dataset in ("ring8", "grid25") else "image"
@@ -48,6 +56,8 @@ def make_run(root: Path, name: str, *, model: str, dataset: str, variant: str | 
          "likelihood": {"kind": NLL_KIND[model], "nll_nats": None if model == "gan" else 90.0 + seed,
                         "stderr": None if model == "gan" else 0.3,
                         "note": "no likelihood" if model == "gan" else "test"}}
+    if styled:
+        m["family_style"] = record.FamilyStyle.of(FAMILIES[model]).to_dict()
     m.update(metrics or {})
     (run / "metrics.json").write_text(json.dumps(m))
     g = torch.Generator().manual_seed(seed)
@@ -194,6 +204,28 @@ def test_baselines_nll_kinds_and_files(tmp_path):
     compare([sweep], out=out)
     with Image.open(out / "samples_mosaic.png") as im:
         assert im.size[0] == size_four[0] and im.size[1] > size_four[1]
+
+
+def test_a_record_without_a_family_style_is_compared_in_neutral_colours(tmp_path):
+    """A metrics.json written before the families declared their style on their class:
+    compare still reads it, in grey, after the declared families, its likelihood named by
+    its kind."""
+    sweep = tmp_path / "sweep"
+    make_run(sweep, "old_vae", model="vae", dataset="ring8", styled=False)
+    make_run(sweep, "gan", model="gan", dataset="ring8")
+    groups = {g.model: g for g in load_groups(sweep)}
+    assert groups["vae"].color == OTHER_COLOR and groups["gan"].color == GAN.family_color
+    result = compare([sweep], out=tmp_path / "out")
+    table = result.tables[0]
+    cells = {row[0]: row[table.columns.index("NLL (nats)")] for row in table.rows}
+    assert [row[0] for row in table.rows] == ["gan", "vae"]  # the undeclared family last
+    assert cells["vae"].endswith("(iwae)")
+
+
+def load_groups(sweep: Path):
+    from gencompare.report.groups import group_runs
+
+    return group_runs([load_run(p)[0] for p in sorted(sweep.iterdir())])
 
 
 def test_gan_diagnostics_from_history_and_eval_history(tmp_path):

@@ -8,11 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from gencompare.plots import FAMILY_COLORS, family_color, save_samples
+from gencompare.models.gan import GAN
+from gencompare.models.nade import NADE
+from gencompare.models.vae import VAE
+from gencompare.plots import OTHER_COLOR, save_samples
+from gencompare.record import FamilyStyle
 from gencompare.report.figures import _why_missing, plot_metrics, sample_mosaic
 from gencompare.report.groups import Group
 from gencompare.report.runs import Run
 from gencompare.report.tables import METRIC_BY_NAME
+
+FAMILIES = {cls.family: cls for cls in (GAN, VAE, NADE)}
 
 
 def _has_color(png, hex_color: str, tol: int = 12) -> bool:
@@ -33,17 +39,22 @@ def test_scatter_has_real_data_samples_and_family_colour(tmp_path):
     means = torch.stack([angles.cos(), angles.sin()], 1)
     real = means[torch.randint(8, (500,))] + 0.01 * torch.randn(500, 2)
     path = save_samples(means[torch.randint(8, (300,))] + 0.02 * torch.randn(300, 2), tmp_path / "s.png",
-                        means=means, std=0.01, real=real, title="gan on ring8, step 10", seed=3)
-    assert _has_color(path, FAMILY_COLORS["gan"])
-    assert family_color("gan (pack=2)") == family_color("gan") != family_color("vae")
-    assert family_color("somebody else") not in FAMILY_COLORS.values()
+                        means=means, std=0.01, real=real, title="gan on ring8, step 10", seed=3, color=GAN.family_color)
+    assert _has_color(path, GAN.family_color)
+    assert len({cls.family_color for cls in FAMILIES.values()} | {OTHER_COLOR}) == 4  # one colour each
+
+
+def test_a_family_declaring_no_colour_is_drawn_grey(tmp_path):
+    path = save_samples(torch.randn(300, 2), tmp_path / "s.png", title="mine on ring8")
+    assert _has_color(path, OTHER_COLOR) and not _has_color(path, GAN.family_color)
 
 
 def _run(tmp_path, name, **metrics) -> Run:
     d = tmp_path / name
     d.mkdir()
-    return Run(d, {"model": metrics.get("family", "gan"), "dataset": "ring8", "variant": "ring8",
-                   "data": {"coverage": "mixture"}, **metrics}, None, None)
+    family = metrics.get("family", "gan")
+    return Run(d, {"model": family, "dataset": "ring8", "variant": "ring8", "data": {"coverage": "mixture"},
+                   "family_style": FamilyStyle.of(FAMILIES[family]).to_dict(), **metrics}, None, None)
 
 
 def test_comparison_notes_values_it_cannot_draw(tmp_path):
@@ -58,7 +69,7 @@ def test_comparison_notes_values_it_cannot_draw(tmp_path):
     assert _why_missing(gan, METRIC_BY_NAME["nll"]) == "no likelihood (gan)"
     assert _why_missing(gan, METRIC_BY_NAME["reverse_kl"]) == "inf in 1/2 runs"  # a missed mode: the mean is inf
     out = plot_metrics([gan, nade], tmp_path / "comparison.png")
-    assert out is not None and _has_color(out, FAMILY_COLORS["nade"])
+    assert out is not None and _has_color(out, NADE.family_color)
     with Image.open(out) as im:
         assert min(im.size) >= 400
 
@@ -72,4 +83,4 @@ def test_mosaic_rows_in_family_colours(tmp_path):
     out = sample_mosaic(groups, tmp_path / "mosaic.png")
     with Image.open(out) as im:
         assert im.size[0] >= 500
-    assert _has_color(out, FAMILY_COLORS["gan"]) and _has_color(out, FAMILY_COLORS["vae"])
+    assert _has_color(out, GAN.family_color) and _has_color(out, VAE.family_color)

@@ -19,6 +19,7 @@ from gencompare.record import (
     read_metrics,
     trim_history,
 )
+from gencompare.models.gan import GAN
 from gencompare.runner import train
 
 # a metrics.json as gencompare wrote it before schema_version existed (digits, eval merged in)
@@ -54,6 +55,8 @@ def test_what_the_runner_writes_round_trips_exactly(compose, tmp_path):
     saved = json.loads(RunDir(tmp_path / "run").metrics.read_text())
     assert saved == out and saved["schema_version"] == SCHEMA_VERSION
     assert saved["data"]["coverage"] == "mixture"
+    # how compare shows the family, as the GAN's class declares it
+    assert saved["family_style"] == {"color": GAN.family_color, "order": GAN.family_order}
     record = read_metrics(RunDir(tmp_path / "run").metrics)
     assert isinstance(record.evaluation.mode_coverage, MixtureCoverage)
     assert record.to_dict() == saved
@@ -63,6 +66,7 @@ def test_what_the_runner_writes_round_trips_exactly(compose, tmp_path):
     ("model", 5, "metrics.json.model: expected a string, got 5"),
     ("steps", "300", "metrics.json.steps: expected an integer, got '300'"),
     ("likelihood", {"kind": "nll_iwae", "nll_nats": "low"}, "likelihood.nll_nats: expected a number"),
+    ("family_style", {"color": "#1f77b4", "order": "first"}, "family_style.order: expected an integer"),
 ])
 def test_a_value_of_the_wrong_type_is_one_line_naming_the_key(tmp_path, key, value, message):
     path = tmp_path / "metrics.json"

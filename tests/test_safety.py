@@ -20,6 +20,7 @@ from gencompare.checkpoint import load_checkpoint
 from gencompare.errors import GencompareError
 from gencompare.record import RunDir
 from gencompare.runner import train
+from gencompare.trust import check_targets, is_safe_target, search_path, trusted_targets
 
 TINY = ["model=gan", "dataset=ring8", "logger=none", "trainer.progress=false", "metrics=none"]
 WALL_CLOCK = {"train_time_s", "steps_per_s", "samples_per_s", "sample_time_1000_s"}
@@ -78,6 +79,46 @@ def test_a_run_dirs_config_cannot_choose_the_code_eval_runs(tmp_path, data_dir):
     assert ev.returncode == 2
     assert "_target_=builtins.open is not a gencompare family" in one_line(ev.stderr)
     assert not marker.exists()
+
+
+EXTENSION_CONF = Path(__file__).resolve().parent / "extension" / "conf"
+
+
+@pytest.mark.parametrize("target", ["os.system", "builtins.exec", "subprocess.run", "toy_family.GaussianMixture"])
+def test_a_target_no_config_of_the_user_names_is_refused_in_one_line(target):
+    config = {"model": {"name": "gan", "module": {"_target_": target, "optimizer": {"_target_": "torch.optim.Adam"}}}}
+    with pytest.raises(GencompareError) as err:
+        check_targets(config, "run/config.yaml")
+    assert str(err.value).startswith(f"run/config.yaml: model.module._target_={target} is not a gencompare family")
+    assert "\n" not in str(err.value)
+    assert "toy_family" not in sys.modules  # deciding never imports what a run dir names
+
+
+def test_the_shipped_families_optimizers_and_schedulers_are_trusted():
+    for target in ("gencompare.models.gan.GAN", "gencompare.models.vae.VAE", "gencompare.models.nade.build",
+                   "gencompare.models.ddpm.DDPM", "torch.optim.SGD", "torch.optim.lr_scheduler.StepLR"):
+        assert is_safe_target(target), target
+    # Hydra's own settings (a sweeper, a callback) are configs of Hydra's, not of a run
+    assert not is_safe_target("gencompare.sweep_dirs.SweepRecord")
+    assert not is_safe_target("torch.optim.Optimizer.__init__") and not is_safe_target("torch.load")
+
+
+def test_a_family_on_the_users_search_path_is_trusted_without_importing_it(tmp_path):
+    path = (*search_path(), ("hydra.searchpath in command-line", f"file://{EXTENSION_CONF}"))
+    trusted = trusted_targets(path)
+    assert "toy_family.GaussianMixture" in trusted and "gencompare.models.gan.GAN" in trusted
+    assert is_safe_target("toy_family.GaussianMixture", trusted)
+    assert not is_safe_target("toy_family.GaussianMixture")  # not on the default search path
+    assert not is_safe_target("os.system", trusted)
+    assert "toy_family" not in sys.modules
+    # a folder that does not exist, or a file that is no YAML, adds nothing
+    broken = tmp_path / "conf" / "model"
+    broken.mkdir(parents=True)
+    (broken / "broken.yaml").write_text("_target_: [unclosed\n")
+    assert trusted_targets((*search_path(), ("hydra.searchpath in command-line", f"file://{tmp_path / 'conf'}"))) == \
+        trusted_targets(search_path())
+    assert trusted_targets((*search_path(), ("hydra.searchpath in command-line", "file:///nonexistent"))) == \
+        trusted_targets(search_path())
 
 
 def test_checkpoints_load_without_pickle_and_resume_bit_identically(tmp_path, data_dir):

@@ -77,11 +77,7 @@ class FamilyLikelihood(Metric):
 
 
 def _describe(model, kind: str, n: int, bundle, eight_bit: bool) -> str:
-    what = model.describe_likelihood() or {
-        "nll_exact": "exact log-likelihood",
-        "nll_iwae": f"importance-weighted estimate (IWAE, k={getattr(model, 'iwae_k', '?')})",
-        "nll_bound": "variational bound (Ho et al. 2020 eq. 5, discretized decoder)",
-    }.get(kind, kind)
+    what = model.describe_likelihood() or kind  # the family says what its likelihood is
     return (f"{what} on {n} test examples of {bundle.variant}, binarization {bundle.binarization}"
             + (" (test set binarized once with a fixed seed)" if bundle.binarization in ("dynamic", "static") else "")
             + ("; bits/dim of the 8-bit pixels" if eight_bit else ""))

@@ -34,12 +34,26 @@ class GenerativeModel(nn.Module, abc.ABC):
     real coordinates. :meth:`sample` returns examples in the same space.
     """
 
-    #: Family name as used in configs and reports ("gan", "vae", "nade", "ddpm").
+    # A family declares itself here, on its class, and nowhere else: the runner records these
+    # in metrics.json (``family``, ``family_style``), so ``compare`` draws a run from its
+    # record without importing the code its config names.
+    #: Family name, as the reports group runs ("gan" for :class:`~gencompare.models.gan.GAN`).
     family: ClassVar[str] = ""
-    #: Name of the likelihood :meth:`log_likelihood` returns, for reports:
-    #: "nll_exact" (NADE), "nll_iwae" (VAE estimate), "nll_bound" (DDPM
-    #: variational bound), or None when the family has none (GAN).
+    #: The family's colour in every figure (a matplotlib colour, e.g. ``"#d62728"``); the
+    #: default grey is the one reports give a family that declares none.
+    family_color: ClassVar[str] = "#7f7f7f"
+    #: Position among the families in tables and figures, lowest first (the four families
+    #: use 0-3); families with equal order sort by name.
+    family_order: ClassVar[int] = 100
+    #: Machine name of the likelihood :meth:`log_likelihood` returns: "nll_exact",
+    #: "nll_iwae" (an importance-weighted estimate), "nll_bound" (a variational bound), or
+    #: None when the family has none (then it is not evaluated).
     likelihood_kind: ClassVar[str | None] = None
+    #: What the tables write beside the NLL (``1.23 ± 0.01 (IWAE)``): a word or two.
+    likelihood_label: ClassVar[str | None] = None
+    #: What :meth:`log_likelihood` computes, in words, for metrics.json's ``likelihood.note``:
+    #: a template formatted with the model as ``self`` (``"IWAE, k={self.iwae_k}"``).
+    likelihood_description: ClassVar[str | None] = None
     #: Whether :meth:`log_likelihood` of images is a probability of the pixel values it is
     #: given (Bernoulli, NADE, discretized decoders) rather than a density on [0, 1]^D
     #: (RNADE, the continuous Bernoulli). On 8-bit data the evaluation scores a density on
@@ -129,9 +143,11 @@ class GenerativeModel(nn.Module, abc.ABC):
         return None
 
     def describe_likelihood(self) -> str | None:
-        """What :meth:`log_likelihood` computes, in words, for the report (None: the
-        report's generic name for :attr:`likelihood_kind`)."""
-        return None
+        """What :meth:`log_likelihood` computes, in words, for the report:
+        :attr:`likelihood_description` filled in from this model (None: the report's generic
+        name for :attr:`likelihood_kind`)."""
+        template = self.likelihood_description
+        return None if template is None else template.format(self=self)
 
     def member_inputs(self) -> dict[str, Tensor]:
         """Stacked tensors ``(S, ...)`` that a seed-batch member's step reads besides its

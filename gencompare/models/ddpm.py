@@ -110,6 +110,9 @@ class DDPM(GenerativeModel):
     """
 
     family = "ddpm"
+    family_color = "#9467bd"
+    family_order = 3
+    likelihood_label = "bound"
     likelihood_kind = "nll_bound"
 
     def __init__(

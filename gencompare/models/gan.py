@@ -283,6 +283,8 @@ class GAN(GenerativeModel):
     """
 
     family = "gan"
+    family_color = "#d62728"  # tab10, colour-blind distinguishable beside the other families
+    family_order = 0
     likelihood_kind = None
 
     def __init__(

@@ -56,6 +56,10 @@ class _Autoregressive(GenerativeModel):
     """
 
     family = "nade"
+    family_color = "#2ca02c"
+    family_order = 2
+    likelihood_label = "exact"
+    likelihood_description = "exact log-likelihood"
     likelihood_kind = "nll_exact"
 
     order_index: Tensor

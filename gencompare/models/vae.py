@@ -163,6 +163,10 @@ class VAE(GenerativeModel):
     """
 
     family = "vae"
+    family_color = "#1f77b4"
+    family_order = 1
+    likelihood_label = "IWAE"
+    likelihood_description = "importance-weighted estimate (IWAE, k={self.iwae_k})"
     likelihood_kind = "nll_iwae"
 
     def __init__(

@@ -40,6 +40,7 @@ from gencompare.record.schema import (
     ClassCoverage,
     Classifier,
     Evaluation,
+    FamilyStyle,
     Features,
     FidIs,
     Likelihood,
@@ -59,5 +60,5 @@ __all__ = [
     "SCHEMA_VERSION", "EVALUATION_KEYS", "RunDir", "atomic_write", "atomic_write_json", "to_json", "flatten",
     "history_line", "trim_history", "write_failure", "read_failure", "lookup", "select_metric", "finite_or_none", "RecordError", "Likelihood",
     "Parzen", "MixtureCoverage", "ClassCoverage", "StackedCoverage", "ModeCoverage", "Classifier", "Features",
-    "FidIs", "Evaluation", "WandbRun", "RunMetrics", "read_metrics", "write_metrics", "schema_has",
+    "FidIs", "Evaluation", "FamilyStyle", "WandbRun", "RunMetrics", "read_metrics", "write_metrics", "schema_has",
 ]

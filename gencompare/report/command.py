@@ -130,25 +130,8 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
         console.print(t.to_rich())
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
     header, csv_rows = comparison_rows(groups)
-    files["csv"] = write_csv(out / "comparison.csv", header, csv_rows)
-    if diag_records:
-        keys = list(dict.fromkeys(k for d in diag_records for k in d))
-        files["diagnostics"] = write_csv(out / "diagnostics.csv", keys, diag_records)
-    fig = plot_metrics(groups, out / "comparison.png")
-    if fig:
-        files["figure"] = fig
-    curves = coverage_curves(groups, out / "coverage_curves.png")
-    if curves:
-        files["coverage_curves"] = curves
-    mosaic = sample_mosaic(groups, out / "samples_mosaic.png")
-    if mosaic:
-        files["mosaic"] = mosaic
-    else:
-        err.print(f"[yellow]warning:[/] no {RunDir.FINAL_GRID} in any run; no mosaic written", markup=True)
-
+    files = _write_files(out, groups, header, csv_rows, diag_records, err)
     result = Comparison(groups, tables, problems, files, diag_records)
     kinds = list(dict.fromkeys(vg[0].coverage for vg in variants.values()))
     text = _markdown(paths, runs, result, extra_tables, kinds)  # lists the files written so far
@@ -159,6 +142,24 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
         log_comparison(out, paths, tables, pac, diag, header, csv_rows, files, wandb_project, wandb_mode, runs)
     err.print(f"wrote {', '.join(str(p) for p in files.values())}", markup=False)
     return result
+
+
+def _write_files(out: Path, groups, header: list[str], csv_rows: list[dict], diag_records: list[dict],
+                 err: Console) -> dict[str, Path]:
+    """comparison.csv, diagnostics.csv and the figures in ``out``, by kind; a figure with
+    nothing to draw is not written (the mosaic's absence is warned about)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"csv": write_csv(out / "comparison.csv", header, csv_rows)}
+    if diag_records:
+        keys = list(dict.fromkeys(k for d in diag_records for k in d))
+        files["diagnostics"] = write_csv(out / "diagnostics.csv", keys, diag_records)
+    drawn = {"figure": plot_metrics(groups, out / "comparison.png"),
+             "coverage_curves": coverage_curves(groups, out / "coverage_curves.png"),
+             "mosaic": sample_mosaic(groups, out / "samples_mosaic.png")}
+    files.update({kind: path for kind, path in drawn.items() if path})
+    if not drawn["mosaic"]:
+        err.print(f"[yellow]warning:[/] no {RunDir.FINAL_GRID} in any run; no mosaic written", markup=True)
+    return files
 
 
 def _parser() -> argparse.ArgumentParser:

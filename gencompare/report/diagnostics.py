@@ -9,7 +9,7 @@ from typing import Any
 
 from gencompare.record import RunDir, finite_or_none
 from gencompare.report.formatting import DASH, fmt
-from gencompare.report.groups import Group, family_rank
+from gencompare.report.groups import Group
 from gencompare.report.runs import Run
 from gencompare.report.stats import summarize
 from gencompare.report.tables import TableData
@@ -105,13 +105,14 @@ def training_diagnostics(run: Run, tail: float = DIAGNOSTIC_TAIL) -> dict[str, A
 def diagnostics_table(groups: Sequence[Group]) -> tuple[TableData | None, list[dict[str, Any]]]:
     """The diagnostics of every run as a table and as records (one per run, for
     diagnostics.csv); ``(None, [])`` when no run has any."""
-    records = []
+    ranked = []  # (the family's rank, the run's record): the table's order
     for g in groups:
         for r in g.runs:
             d = training_diagnostics(r)
             if d is not None:
-                records.append({"run": str(r.path), "label": g.label, "model": g.model, "variant": g.variant,
-                                "seed": r.seed, **d})
+                ranked.append((g.family_rank, {"run": str(r.path), "label": g.label, "model": g.model,
+                                               "variant": g.variant, "seed": r.seed, **d}))
+    records = [d for _, d in ranked]
     if not records:
         return None, []
 
@@ -123,7 +124,8 @@ def diagnostics_table(groups: Sequence[Group]) -> tuple[TableData | None, list[d
     columns = ["run", "seed", "last 20 % of steps", "d_loss", "g_loss", "D(x) − D(G(z))", "‖∇G‖ mean / max",
                "loss", "coverage peak (step) → final", "coverage fell"]
     rows = []
-    for d in sorted(records, key=lambda d: (family_rank(d["model"]), d["variant"], d["label"], str(d["seed"]))):
+    ranked.sort(key=lambda rd: (rd[0], rd[1]["variant"], rd[1]["label"], str(rd[1]["seed"])))
+    for _, d in ranked:
         cov = DASH
         if "coverage_peak" in d:
             cov = f"{fmt(d['coverage_peak'])} ({d['coverage_peak_step']:.0f}) → {fmt(d['coverage_final'])}"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from gencompare.plots import REAL_COLOR, family_color
+from gencompare.plots import REAL_COLOR
 from gencompare.record import lookup
 from gencompare.report.diagnostics import coverage_over_training
 from gencompare.report.formatting import wrap
-from gencompare.report.groups import FAMILY_ORDER, Group, baseline_rows, by_variant, method_rank
+from gencompare.report.groups import Group, baseline_rows, by_variant, method_rank
 from gencompare.report.stats import summarize
 from gencompare.report.tables import METRIC_BY_NAME, TABLE_METRICS
 
@@ -58,6 +58,29 @@ def _why_missing(g: Group, m) -> str | None:
     return "not measured"
 
 
+def _bars(groups: Sequence[Group], m) -> list[tuple]:
+    """The bars of metric ``m``'s panel: ``(label, mean, err, baseline, colour, note)``, one
+    per group (a note in place of a value that cannot be drawn), then the Parzen baselines."""
+    bars = []
+    for g in groups:
+        st = g.stat(m.key, m.scale)
+        label = f"{wrap(g.label)}\n{g.variant}"
+        if st is None or not math.isfinite(st.mean):
+            why = _why_missing(g, m)
+            if why:
+                bars.append((label, 0.0, 0.0, False, g.color, why))
+            continue
+        own = g.stat(m.own_stderr) if m.own_stderr else None
+        err = st.stderr if st.n >= 2 else (own.mean * m.scale if own else 0.0)
+        bars.append((f"{label}\nn={st.n}", st.mean, 0.0 if math.isnan(err) else err, False, g.color, None))
+    if m.name == "parzen_ll":
+        for variant, vg in by_variant(groups).items():
+            for label, mean, stderr, _ in baseline_rows(vg):
+                bars.append((f"{label.replace(' (baseline)', '')}\n{variant}", mean.mean,
+                             stderr.mean if stderr else 0.0, True, None, None))
+    return bars
+
+
 def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
     """Bar charts of each metric, one bar per group (and the Parzen baselines), each
     labelled with its number of seeds n; error bars are the standard error over seeds
@@ -66,28 +89,8 @@ def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
     a likelihood) gets a grey note in its slot instead of silently missing. None when no
     metric has a finite value."""
     names = [n for n in TABLE_METRICS if n not in ("steps", "parameters")]
-    panels = []
-    for n in names:
-        m = METRIC_BY_NAME[n]
-        bars = []  # (label, mean, err, baseline, family, note)
-        for g in groups:
-            st = g.stat(m.key, m.scale)
-            label = f"{wrap(g.label)}\n{g.variant}"
-            if st is None or not math.isfinite(st.mean):
-                why = _why_missing(g, m)
-                if why:
-                    bars.append((label, 0.0, 0.0, False, g.family, why))
-                continue
-            own = g.stat(m.own_stderr) if m.own_stderr else None
-            err = st.stderr if st.n >= 2 else (own.mean * m.scale if own else 0.0)
-            bars.append((f"{label}\nn={st.n}", st.mean, 0.0 if math.isnan(err) else err, False, g.family, None))
-        if n == "parzen_ll":
-            for variant, vg in by_variant(groups).items():
-                for label, mean, stderr, _ in baseline_rows(vg):
-                    bars.append((f"{label.replace(' (baseline)', '')}\n{variant}", mean.mean,
-                                 stderr.mean if stderr else 0.0, True, None, None))
-        if any(b[5] is None for b in bars):
-            panels.append((m, bars))
+    panels = [(METRIC_BY_NAME[n], _bars(groups, METRIC_BY_NAME[n])) for n in names]
+    panels = [(m, bars) for m, bars in panels if any(b[5] is None for b in bars)]
     if not panels:
         return None
     plt = _pyplot()
@@ -99,7 +102,7 @@ def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
         xs = list(range(len(bars)))
         drawn = [(x, b) for x, b in zip(xs, bars) if b[5] is None]
         ax.bar([x for x, _ in drawn], [b[1] for _, b in drawn], yerr=[b[2] for _, b in drawn], capsize=3,
-               color=[REAL_COLOR if b[3] else family_color(b[4]) for _, b in drawn],
+               color=[REAL_COLOR if b[3] else b[4] for _, b in drawn],
                edgecolor="black", linewidth=0.5, error_kw={"linewidth": 1})
         low, high = ax.get_ylim()
         for x, b in zip(xs, bars):
@@ -130,11 +133,11 @@ def sample_mosaic(groups: Sequence[Group], path: Path) -> Path | None:
     seed and each row labelled in its family's colour. None when no run has one."""
     labels: list[str] = []
     variants: list[str] = []
-    families: dict[str, str] = {}
+    colors: dict[str, str] = {}
     for g in sorted(groups, key=method_rank):
         if g.label not in labels:
             labels.append(g.label)
-            families[g.label] = g.family
+            colors[g.label] = g.color
     for g in groups:
         if g.variant not in variants:
             variants.append(g.variant)
@@ -168,9 +171,9 @@ def sample_mosaic(groups: Sequence[Group], path: Path) -> Path | None:
                         fontsize=12)
                 ax.set_title(var, fontsize=12)
             if j == 0:
-                ax.set_ylabel(wrap(lab), fontsize=14, color=family_color(families[lab]), fontweight="bold")
+                ax.set_ylabel(wrap(lab), fontsize=14, color=colors[lab], fontweight="bold")
             for spine in ax.spines.values():
-                spine.set_edgecolor(family_color(families[lab]))
+                spine.set_edgecolor(colors[lab])
                 spine.set_linewidth(2)
     fig.suptitle("final samples: one row per family, its lowest seed", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
@@ -184,7 +187,8 @@ def coverage_curves(groups: Sequence[Group], path: Path) -> Path | None:
     per dataset variant, the modes (or classes) captured and, for the 2D mixtures, the
     high-quality %, one line per group, mean ± standard error over its seeds at each step.
     None when no group has coverage at two steps or more."""
-    panels: list[tuple[str, str, list[tuple[str, list[float], list[float], list[float]]]]] = []
+    # (variant, quantity, lines); a line: (label, family, colour, steps, means, standard errors)
+    panels: list[tuple[str, str, list[tuple[str, str, str, list[float], list[float], list[float]]]]] = []
     for variant, vg in by_variant(groups).items():
         count_lines, hq_lines, count_key = [], [], None
         for g in sorted(vg, key=method_rank):
@@ -201,7 +205,7 @@ def coverage_curves(groups: Sequence[Group], path: Path) -> Path | None:
                 stats = [summarize([v[pick] * scale for v in per_step[s] if v[pick] is not None]) for s in steps]
                 kept = [(s, st) for s, st in zip(steps, stats) if st is not None]
                 if len(kept) >= 2:
-                    lines.append((g.label, g.family, [s for s, _ in kept], [st.mean for _, st in kept],
+                    lines.append((g.label, g.family, g.color, [s for s, _ in kept], [st.mean for _, st in kept],
                                   [0.0 if math.isnan(st.stderr) else st.stderr for _, st in kept]))
         if count_lines:
             panels.append((variant, (count_key or "coverage").replace("_", " "), count_lines))
@@ -215,10 +219,10 @@ def coverage_curves(groups: Sequence[Group], path: Path) -> Path | None:
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
     for ax, (variant, quantity, lines) in zip(axes.flat, panels):
         seen: dict[str, int] = {}
-        for label, family, xs, means, errs in lines:
+        for label, family, color, xs, means, errs in lines:
             style = ("-", "--", ":", "-.")[seen.get(family, 0) % 4]  # variants of one family: its colour, new dashes
             seen[family] = seen.get(family, 0) + 1
-            line, = ax.plot(xs, means, marker="o", markersize=3, label=wrap(label, 40), color=family_color(family),
+            line, = ax.plot(xs, means, marker="o", markersize=3, label=wrap(label, 40), color=color,
                             linestyle=style)
             ax.fill_between(xs, [m - e for m, e in zip(means, errs)], [m + e for m, e in zip(means, errs)],
                             color=line.get_color(), alpha=0.2)

@@ -16,7 +16,6 @@ from gencompare.record import flatten, lookup
 from gencompare.report.runs import Run
 from gencompare.report.stats import Stat, summarize
 
-FAMILY_ORDER = ("gan", "vae", "nade", "ddpm")
 #: The table order of runs whose metrics.json predates ``data.table_order`` (the bundle's,
 #: gencompare.data.DataBundle): the built-in datasets' orders then.
 _LEGACY_TABLE_ORDER = {"mnist": 10, "mnist-5k": 11, "fashion_mnist": 20, "stacked_mnist": 30, "stacked_mnist-5k": 31,
@@ -64,7 +63,17 @@ class Group:
 
     @property
     def family(self) -> str:
-        return str(self.runs[0].metrics.get("family") or self.model)
+        return self.runs[0].family
+
+    @property
+    def color(self) -> str:
+        """The family's colour in every figure (its class's ``family_color``, recorded)."""
+        return self.runs[0].color
+
+    @property
+    def family_rank(self) -> tuple[int, str]:
+        """Where the family sorts among the others (its class's ``family_order``, recorded)."""
+        return self.runs[0].family_rank
 
     @property
     def coverage(self) -> str:
@@ -95,9 +104,10 @@ def gan_method(model: str, differs: dict[str, Any]) -> tuple[str, dict[str, Any]
     ``PacGAN<m>`` for packing m > 1 (Lin et al. 2018; the batch size that gives m-point
     packs is then not shown), ``+ minibatch discrimination`` (Salimans et al. 2016),
     ``unrolled GAN (k=<k>)`` (Metz et al. 2017), plain ``GAN``; other families and GAN
-    groups that differ in nothing of the kind keep their model name.
+    groups that differ in nothing of the kind keep their model name. The remedies are options
+    of the GAN's config (conf/model/gan.yaml): only its groups can differ in them.
     """
-    if model != "gan" or not any(k in differs for k in _REMEDY_KEYS):
+    if not any(k in differs for k in _REMEDY_KEYS):
         return model, differs
     m, kernels, k = (int(differs.get(key) or (1 if key == _PACK else 0)) for key in _REMEDY_KEYS)
     name = f"PacGAN{m}" if m > 1 else "GAN"
@@ -114,11 +124,7 @@ def method_rank(g: Group) -> tuple:
     then minibatch discrimination, then the unrolled GAN."""
     d = g.differs
     m, kernels, k = (int(d.get(key) or (1 if key == _PACK else 0)) for key in _REMEDY_KEYS)
-    return (*family_rank(g.model), k > 0, kernels > 0, m, g.label)
-
-
-def family_rank(model: str) -> tuple[int, str]:
-    return (FAMILY_ORDER.index(model) if model in FAMILY_ORDER else len(FAMILY_ORDER), model)
+    return (*g.family_rank, k > 0, kernels > 0, m, g.label)
 
 
 def _variant_rank(group: "Group") -> tuple[float, str]:
@@ -133,8 +139,8 @@ def _variant_rank(group: "Group") -> tuple[float, str]:
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Group by (model, dataset, variant), then split by any config value (other than
-    the seed and bookkeeping) that differs within that group; ordered by variant,
-    then GAN, VAE, NADE, DDPM."""
+    the seed and bookkeeping) that differs within that group; ordered by variant, then
+    by the families' declared order (``family_order``)."""
     by_key: dict[tuple[str, str, str], list[Run]] = {}
     for r in runs:
         by_key.setdefault((r.model, r.dataset, r.variant), []).append(r)
@@ -155,7 +161,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
             differs = {"config": "missing"} if sig is None else {k: sig.get(k) for k in varying}
             groups.append(Group(model, dataset, variant, sorted((members[i] for i in idx), key=lambda r: str(r.seed)),
                                 differs))
-    groups.sort(key=lambda g: (_variant_rank(g), family_rank(g.model), g.label))
+    groups.sort(key=lambda g: (_variant_rank(g), g.family_rank, g.label))
     return groups
 
 

@@ -15,12 +15,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gencompare.plots import OTHER_COLOR
 from gencompare.record import RecordError, RunDir, finite_or_none, lookup, read_failure, read_metrics
 
 # What Hydra writes at the top of a sweep (multirun) dir: the sweep's command line.
 HYDRA_MULTIRUN = "multirun.yaml"
 # Folders inside a run dir (or a sweep dir) that never hold a run of their own.
 _SKIP_DIRS = {RunDir.WANDB, RunDir.SAMPLES, Path(RunDir.CHECKPOINT).parts[0], ".submitit", ".hydra", "__pycache__"}
+# A run whose record declares no family style (``family_style``, written since the families
+# declare it on their class) sorts after those that do: GenerativeModel.family_order's default.
+UNDECLARED_ORDER = 100
 # metrics.json before schema version 2 has no data.coverage: these are its 2D mixtures.
 _LEGACY_MIXTURES = ("ring8", "grid25")
 
@@ -57,6 +61,34 @@ class Run:
     @property
     def seed(self) -> Any:
         return self.metrics.get("seed")
+
+    @property
+    def family(self) -> str:
+        """The family's name (``metrics.json``'s ``family``; the model's config name before it had one)."""
+        return str(self.metrics.get("family") or self.model)
+
+    @property
+    def color(self) -> str:
+        """The family's colour as its class declared it (grey when the record names none)."""
+        color = lookup(self.metrics, "family_style.color")
+        return color if isinstance(color, str) and color else OTHER_COLOR
+
+    @property
+    def family_rank(self) -> tuple[int, str]:
+        """Where the family sorts: its declared order, then its name."""
+        order = lookup(self.metrics, "family_style.order")
+        return (order if isinstance(order, int) else UNDECLARED_ORDER, self.family)
+
+    @property
+    def likelihood_label(self) -> str:
+        """What the tables write beside the NLL: the family's declared label; for a record
+        without one, its ``likelihood.kind`` without the ``nll_`` prefix; ``none`` when the
+        family has no likelihood."""
+        kind = lookup(self.metrics, "likelihood.kind")
+        if kind is None:
+            return "none"
+        label = lookup(self.metrics, "family_style.likelihood_label")
+        return label if isinstance(label, str) and label else str(kind).removeprefix("nll_")
 
     @property
     def coverage(self) -> str:

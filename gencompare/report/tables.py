@@ -19,7 +19,6 @@ from gencompare.report.groups import BASELINES, Group, baseline_rows, method_ran
 from gencompare.report.stats import summarize
 from gencompare.report.published import PACGAN_2D, PACGAN_SOURCE, PACGAN_TABLE1
 
-NLL_KIND_LABEL = {"nll_exact": "exact", "nll_iwae": "IWAE", "nll_bound": "bound", None: "none"}
 _IMAGES = ("classes", "stacked")  # coverage kinds scored with a classifier
 
 
@@ -167,8 +166,8 @@ class TableData:
 
 
 def _nll_cell(g: Group) -> str:
-    kinds = sorted({NLL_KIND_LABEL.get(lookup(r.metrics, "likelihood.kind"), str(lookup(r.metrics, "likelihood.kind")))
-                    for r in g.runs if isinstance(r.metrics.get("likelihood"), Mapping)})
+    """The NLL with what it is, as the family labels its likelihood: ``1.23 ± 0.01 (IWAE)``."""
+    kinds = sorted({r.likelihood_label for r in g.runs if isinstance(r.metrics.get("likelihood"), Mapping)})
     nll = METRIC_BY_NAME["nll"]
     stat = g.stat(nll.key)
     if stat is None:
@@ -210,7 +209,7 @@ def variant_table(variant: str, groups: Sequence[Group]) -> TableData:
         rows.append(row)
     devices = sorted({str(r.metrics.get("device")) for g in groups for r in g.runs if r.metrics.get("device")})
     caption = ("± : std over seeds (ddof 1) when seeds > 1; for one run, the metric's own standard error over "
-               "test examples (Parzen, NLL). NLL is each family's own likelihood (exact / IWAE / bound); not "
+               "test examples (Parzen, NLL). NLL is each family's own likelihood (its kind in brackets); not "
                "comparable with Parzen. " + (f"Device: {', '.join(devices)}." if devices else ""))
     if kind == "mixture":
         caption += " HQ %: samples within 3 std of a mode (PacGAN)."
