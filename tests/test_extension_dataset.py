@@ -58,8 +58,15 @@ def test_a_typo_in_its_config_fails_before_training_in_one_line(tmp_path, data_d
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="gencompare.build.check_targets trusts only the built-in loaders in a run "
-                                       "dir's config (the family rewrite of the trust rule decides extensions)")
-def test_eval_of_a_run_on_it(trained, data_dir):
-    res = run_cli("eval", f"run={trained}", "metrics=fast", cwd=trained.parent, data_dir=data_dir, env=ENV)
+def test_eval_of_a_run_on_it_with_its_config_on_the_search_path(trained, data_dir):
+    res = run_cli("eval", f"run={trained}", "metrics=fast", SEARCHPATH, cwd=trained.parent, data_dir=data_dir, env=ENV)
     assert res.returncode == 0, res.stderr
+    assert (trained / "metrics.json").is_file()
+
+
+def test_eval_without_its_config_on_the_search_path_is_refused_in_one_line(trained, data_dir):
+    # the run dir names the loader's class; only a YAML the command itself reads vouches for it
+    res = run_cli("eval", f"run={trained}", "metrics=fast", cwd=trained.parent, data_dir=data_dir, env=ENV)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert "toy_data" in lines[0], lines[0]
