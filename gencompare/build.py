@@ -73,11 +73,14 @@ FAMILY_TARGETS = frozenset({
     "gencompare.models.gan.GAN", "gencompare.models.vae.VAE", "gencompare.models.ddpm.DDPM",
     "gencompare.models.nade.build", "gencompare.models.nade.NADE", "gencompare.models.nade.RNADE",
 })
+#: and the networks, samplers and schedules the families are built from (issue 20, item 2)
+MODEL_PARTS = "gencompare.models."
 
 
 def is_safe_target(target: str) -> bool:
-    """True for a family constructor or a ``torch.optim`` optimizer / scheduler class."""
-    if target in FAMILY_TARGETS:
+    """True for a family constructor, a part of a model (:data:`MODEL_PARTS`) or a
+    ``torch.optim`` optimizer / scheduler class."""
+    if target in FAMILY_TARGETS or target.startswith(MODEL_PARTS):
         return True
     module, _, name = target.rpartition(".")
     if module == "torch.optim":
@@ -111,8 +114,34 @@ def check_targets(node: Any, where: str) -> None:
     walk(OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node, "")
 
 
+def model_arguments(model_cfg: DictConfig) -> dict:
+    """The family's arguments: ``model_cfg.module`` without the keys ``model_cfg.part_keys``
+    names, plus the parts ``model_cfg.parts`` (the networks, a sampler: Hydra ``_partial_``
+    factories the family calls with the data's shape), resolved to a plain dict. The keys
+    left out choose and size the parts (``model.module.arch``, ``mlp_hidden``, ``sampler``,
+    ...): the parts read them through interpolation, so ``model.module.<key>=...`` overrides
+    keep their paths.
+
+    Raises:
+        GencompareError: an interpolation fails, e.g. ``model.module.arch`` names no entry of
+            ``model.nets``.
+    """
+    try:
+        module = OmegaConf.to_container(model_cfg.module, resolve=True)
+        parts = OmegaConf.to_container(model_cfg.parts, resolve=True) if "parts" in model_cfg else {}
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's interpolation errors
+        for key, table in (("arch", "nets"), ("sampler", "samplers")):
+            chosen, options = model_cfg.module.get(key), model_cfg.get(table)
+            if options is not None and chosen is not None and chosen not in options:
+                raise GencompareError(f"model.module.{key}={chosen} is not one of {sorted(options)}") from None
+        raise GencompareError(f"model: {str(exc).splitlines()[0]}") from None
+    for key in model_cfg.get("part_keys") or ():
+        module.pop(key, None)
+    return {**module, **parts}
+
+
 def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
-    """Instantiate ``cfg.model.module`` for the data's shape.
+    """Instantiate ``cfg.model.module`` (:func:`model_arguments`) for the data's shape.
 
     Raises:
         GencompareError: the family cannot model this dataset (its constructor's
@@ -121,7 +150,8 @@ def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
     """
     binary = bundle.kind == "image" and binarization_of(cfg) != "none"
     try:
-        model = instantiate(cfg.model.module, data_shape=list(bundle.shape), binary=binary, _convert_="all")
+        model = instantiate(model_arguments(cfg.model), data_shape=list(bundle.shape), binary=binary,
+                            _convert_="all")
     except Exception as exc:  # noqa: BLE001 - Hydra wraps constructor errors
         root = exc
         while root.__cause__ is not None:

@@ -40,7 +40,7 @@ from gencompare.models.diffusion_math import (  # noqa: F401 - bits_per_dim, mak
     make_beta_schedule,
     normal_kl,
 )
-from gencompare.models.unet import MLPDenoiser, UNet
+from gencompare.models.nets.unet import MLPDenoiser, UNet
 
 # ---------------------------------------------------------------------------
 # The model
@@ -78,7 +78,7 @@ class DDPM(GenerativeModel):
             (hidden width, residual blocks, "sinusoidal" or "learned").
         mlp_input_embedding: "fourier" (default: each coordinate's sinusoidal
             embedding, which lets the MLP resolve ring8's sharp modes) or "linear"
-            (raw coordinates); see :class:`gencompare.models.unet.MLPDenoiser`.
+            (raw coordinates); see :class:`gencompare.models.nets.unet.MLPDenoiser`.
         ema_decay: decay of the exponential moving average of the weights (paper
             0.9999 over 800k steps). Default 0.995, an averaging window of ~200
             steps: at 0.9999 the average would still be mostly the random
