@@ -18,7 +18,6 @@ from gencompare.errors import GencompareError
 from gencompare.images import UnreadableImagesWarning
 from gencompare.metrics import inception
 from gencompare.models.base import count_parameters
-from gencompare.models.ddpm import DDPM
 from gencompare.models.nade import build as build_nade
 from gencompare.models.pixels import LOG_256, discretized_logistic_log_likelihood
 from gencompare.models.nets.unet import UNet
@@ -168,7 +167,7 @@ def test_ho_et_al_cifar10_unet_has_35_7m_parameters():
 
 
 def test_small_ddpm_default_runs_on_32x32():
-    ddpm = DDPM(data_shape=SHAPE, optimizer=ADAM, base_channels=8, sample_steps=2)
+    ddpm = from_config("ddpm", SHAPE, optimizer=ADAM, base_channels=8, sample_steps=2)
     loss, logs = ddpm.training_step(torch.rand(2, *SHAPE), "model")
     assert loss.ndim == 0 and logs["loss"].ndim == 0 and ddpm.discrete_likelihood
     assert ddpm.sample(2).shape == (2, *SHAPE)
@@ -320,7 +319,7 @@ def test_compile_networks_keeps_the_state_dict_keys():
     assert gan.compile_networks() == ["generator", "discriminator"]
     assert list(gan.state_dict()) == keys  # checkpoints of compiled and eager runs are interchangeable
     assert gan.generator._compiled_call_impl is not None
-    ddpm = DDPM(data_shape=SHAPE, optimizer=ADAM, base_channels=8)
+    ddpm = from_config("ddpm", SHAPE, optimizer=ADAM, base_channels=8)
     assert ddpm.compile_networks() == ["denoiser", "ema"]
 
 
