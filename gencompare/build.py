@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from gencompare.config import check_part_choices
 from gencompare.data import DataBundle, apply_binarization, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
@@ -126,14 +127,11 @@ def model_arguments(model_cfg: DictConfig) -> dict:
         GencompareError: an interpolation fails, e.g. ``model.module.arch`` names no entry of
             ``model.nets``.
     """
+    check_part_choices(model_cfg)
     try:
         module = OmegaConf.to_container(model_cfg.module, resolve=True)
         parts = OmegaConf.to_container(model_cfg.parts, resolve=True) if "parts" in model_cfg else {}
     except Exception as exc:  # noqa: BLE001 - OmegaConf's interpolation errors
-        for key, table in (("arch", "nets"), ("sampler", "samplers")):
-            chosen, options = model_cfg.module.get(key), model_cfg.get(table)
-            if options is not None and chosen is not None and chosen not in options:
-                raise GencompareError(f"model.module.{key}={chosen} is not one of {sorted(options)}") from None
         raise GencompareError(f"model: {str(exc).splitlines()[0]}") from None
     for key in model_cfg.get("part_keys") or ():
         module.pop(key, None)

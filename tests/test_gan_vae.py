@@ -366,3 +366,14 @@ def test_iwae_bounds_on_trained_vae(trained_digit_vae):
         assert m >= elbo_mean - tol[1], (k, means, elbo_mean)
     # ... and strictly tighter at k = 1000 than the ELBO by more than the noise.
     assert means[1000] > elbo_mean + tol[1], (means, elbo_mean)
+
+
+def test_a_choice_the_model_config_does_not_list_fails_before_training(compose):
+    """A typo in model.module.arch or .sampler is one line naming what there is, from the
+    config check (before any data loads), not an OmegaConf interpolation traceback."""
+    from gencompare.config import validate
+
+    with pytest.raises(GencompareError, match=r"model.module.arch=resnet is not one of \['auto', 'conv', 'conv32'"):
+        validate(compose("model=vae", "dataset=ring8", "model.module.arch=resnet"))
+    with pytest.raises(GencompareError, match=r"model.module.sampler=euler is not one of \['ancestral', 'auto', 'ddim'\]"):
+        validate(compose("model=ddpm", "dataset=ring8", "model.module.sampler=euler"))
