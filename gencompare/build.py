@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gencompare.config import check_part_choices
 from gencompare.data import DataBundle, apply_binarization, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
@@ -68,8 +69,31 @@ def prepare_data(cfg: DictConfig) -> DataBundle:
     return apply_binarization(bundle, binarization_of(cfg), seed=0)
 
 
+def model_arguments(model_cfg: DictConfig) -> dict:
+    """The family's arguments: ``model_cfg.module`` without the keys ``model_cfg.part_keys``
+    names, plus the parts ``model_cfg.parts`` (the networks, a sampler: Hydra ``_partial_``
+    factories the family calls with the data's shape), resolved to a plain dict. The keys
+    left out choose and size the parts (``model.module.arch``, ``mlp_hidden``, ``sampler``,
+    ...): the parts read them through interpolation, so ``model.module.<key>=...`` overrides
+    keep their paths.
+
+    Raises:
+        GencompareError: an interpolation fails, e.g. ``model.module.arch`` names no entry of
+            ``model.nets``.
+    """
+    check_part_choices(model_cfg)
+    try:
+        module = OmegaConf.to_container(model_cfg.module, resolve=True)
+        parts = OmegaConf.to_container(model_cfg.parts, resolve=True) if "parts" in model_cfg else {}
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's interpolation errors
+        raise GencompareError(f"model: {str(exc).splitlines()[0]}") from None
+    for key in model_cfg.get("part_keys") or ():
+        module.pop(key, None)
+    return {**module, **parts}
+
+
 def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
-    """Instantiate ``cfg.model.module`` for the data's shape.
+    """Instantiate ``cfg.model.module`` (:func:`model_arguments`) for the data's shape.
 
     Raises:
         GencompareError: the family cannot model this dataset (its constructor's
@@ -78,7 +102,8 @@ def build_model(cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
     """
     binary = bundle.kind == "image" and binarization_of(cfg) != "none"
     try:
-        model = instantiate(cfg.model.module, data_shape=list(bundle.shape), binary=binary, _convert_="all")
+        model = instantiate(model_arguments(cfg.model), data_shape=list(bundle.shape), binary=binary,
+                            _convert_="all")
     except Exception as exc:  # noqa: BLE001 - Hydra wraps constructor errors
         root = exc
         while root.__cause__ is not None:

@@ -110,13 +110,32 @@ def _walk(node: Any, path: str = ""):
         yield path, node
 
 
+#: A model config's choice keys (``model.module.<key>``) and the table each picks from (``model.<table>``)
+PART_CHOICES = (("arch", "nets"), ("sampler", "samplers"))
+
+
+def check_part_choices(model_cfg: DictConfig) -> None:
+    """Refuse a ``model.module.arch`` (``sampler``) that names no entry of ``model.nets``
+    (``model.samplers``), before an interpolation through it fails deep in OmegaConf.
+
+    Raises:
+        GencompareError: the choice and the entries there are.
+    """
+    module = model_cfg.get("module") or {}
+    for key, table in PART_CHOICES:
+        chosen, options = module.get(key), model_cfg.get(table)
+        if options is not None and chosen is not None and chosen not in options:
+            raise GencompareError(f"model.module.{key}={chosen} is not one of {sorted(options)}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values a schema type cannot express, before anything is loaded.
 
     Raises:
         GencompareError: a non-positive batch size, step count or interval, a
-            non-positive learning rate anywhere under ``model``, or an unknown
-            precision / device / binarization.
+            non-positive learning rate anywhere under ``model``, an unknown
+            precision / device / binarization, or a network or sampler choice the
+            model's config does not list (:func:`check_part_choices`).
     """
     t = cfg.trainer
     if t.batch_size <= 0:
@@ -140,6 +159,7 @@ def validate(cfg: DictConfig) -> None:
         raise GencompareError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if cfg.device.name not in DEVICES:
         raise GencompareError(f"device must be one of {', '.join(DEVICES)}, got {cfg.device.name!r}")
+    check_part_choices(cfg.model)
     for path, value in _walk(cfg.model, "model"):
         leaf = path.rsplit(".", 1)[-1]
         if leaf in ("lr", "learning_rate") and isinstance(value, (int, float)) and value <= 0:

@@ -14,6 +14,8 @@ from gencompare.models.ddpm import (
     discretized_gaussian_log_likelihood,
     make_beta_schedule,
 )
+from gencompare.models.samplers import AncestralSampler, DDIMSampler
+from model_configs import from_config
 
 ADAM = functools.partial(torch.optim.Adam, lr=2e-4)
 
@@ -21,9 +23,15 @@ ADAM = functools.partial(torch.optim.Adam, lr=2e-4)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def make_ddpm(data_shape, **kw) -> DDPM:
+    """The DDPM of conf/model/ddpm.yaml for ``data_shape`` with ``model.module.<key>`` overrides."""
+    kw.setdefault("optimizer", ADAM)
+    return from_config("ddpm", data_shape, **kw)
+
+
 def small_unet(shape=(1, 28, 28), **kw):
     kw.setdefault("base_channels", 8)
-    return DDPM(data_shape=shape, optimizer=ADAM, **kw)
+    return make_ddpm(shape, **kw)
 
 
 def ring8(n: int, *, seed: int) -> torch.Tensor:
@@ -85,7 +93,7 @@ def test_cosine_schedule_follows_nichol_dhariwal_eq17():
 
 
 def test_q_sample_marginal_mean_and_variance():
-    model = DDPM(data_shape=(4,), optimizer=ADAM)
+    model = make_ddpm(data_shape=(4,), optimizer=ADAM)
     N, t_idx = 20000, 300
     x0 = torch.tensor([-1.0, -0.3, 0.5, 2.0]).expand(N, 4)
     torch.manual_seed(0)
@@ -132,7 +140,7 @@ def train_on_ring8(model: DDPM, *, steps: int, batch: int, seed: int) -> None:
 
 def test_bound_is_finite_and_decreases_with_training_on_ring():
     torch.manual_seed(0)
-    model = DDPM(data_shape=(2,), optimizer=functools.partial(torch.optim.Adam, lr=1e-3), mlp_hidden=128)
+    model = make_ddpm(data_shape=(2,), optimizer=functools.partial(torch.optim.Adam, lr=1e-3), mlp_hidden=128)
     x_eval = ring8(64, seed=1)
     before = -model.log_likelihood(x_eval)  # nats per point, T = 1000 terms
     train_on_ring8(model, steps=300, batch=128, seed=100)
@@ -148,7 +156,7 @@ def test_bound_is_finite_and_decreases_with_training_on_ring():
 
 def test_ema_differs_is_checkpointed_and_not_optimized():
     torch.manual_seed(0)
-    model = DDPM(data_shape=(2,), optimizer=functools.partial(torch.optim.Adam, lr=1e-2), ema_decay=0.99)
+    model = make_ddpm(data_shape=(2,), optimizer=functools.partial(torch.optim.Adam, lr=1e-2), ema_decay=0.99)
     opt = model.configure_optimizers()["model"]
     optimized = {id(p) for g in opt.param_groups for p in g["params"]}
     assert optimized == {id(p) for p in model.denoiser.parameters()}
@@ -166,7 +174,7 @@ def test_ema_differs_is_checkpointed_and_not_optimized():
     assert any(not torch.allclose(ema[k], live[k]) for k in live)
     state = model.state_dict()
     assert {f"ema.{k}" for k in ema} <= set(state)
-    fresh = DDPM(data_shape=(2,), optimizer=ADAM)
+    fresh = make_ddpm(data_shape=(2,), optimizer=ADAM)
     fresh.load_state_dict(state)
     assert all(torch.equal(p, ema[k]) for k, p in fresh.ema.named_parameters())
     assert int(fresh.ema_updates) == 20
@@ -181,20 +189,20 @@ def test_ddim_with_T_steps_eta0_is_deterministic_given_noise():
     opt.step()
     model.on_train_batch_end(0)
     noise = torch.randn(3, 1, 28, 28)
-    a = model.sample(3, sampler="ddim", steps=50, noise=noise)
-    b = model.sample(3, sampler="ddim", steps=50, noise=noise)
+    ddim = DDIMSampler(timesteps=50, steps=50)
+    a = model.sample(3, sampler=ddim, noise=noise)
+    b = model.sample(3, sampler=ddim, noise=noise)
     assert torch.equal(a, b)
-    c = model.sample(3, sampler="ddim", steps=50, noise=torch.randn(3, 1, 28, 28))
+    c = model.sample(3, sampler=ddim, noise=torch.randn(3, 1, 28, 28))
     assert not torch.equal(a, c)
-    with pytest.raises(ValueError, match="ancestral sampling runs all T"):
-        model.sample(3, sampler="ancestral", steps=10)
+    assert AncestralSampler(timesteps=50).steps == 50  # Algorithm 2 runs all T: no fewer steps to ask for
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 28, 28), (2,)])
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
 def test_sample_shapes_and_ranges(shape, sampler):
     torch.manual_seed(0)
-    model = DDPM(data_shape=shape, optimizer=ADAM, timesteps=10, base_channels=8, sample_batch_size=3,
+    model = make_ddpm(shape, optimizer=ADAM, timesteps=10, base_channels=8, sample_batch_size=3,
                  sampler=sampler, sample_steps=4 if sampler == "ddim" else None)
     s = model.sample(7)
     assert s.shape == (7, *shape)
@@ -205,8 +213,8 @@ def test_sample_shapes_and_ranges(shape, sampler):
 
 
 def test_unet_is_refused_for_points_and_bad_images():
-    with pytest.raises(ValueError, match="arch 'unet' needs image data"):
-        DDPM(data_shape=(2,), optimizer=ADAM, arch="unet")
+    with pytest.raises(ValueError, match=r"arch unet has no network for data_shape \(2,\)"):
+        make_ddpm(data_shape=(2,), optimizer=ADAM, arch="unet")
     model = small_unet(timesteps=10)
     with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
         model.training_step(torch.full((2, 1, 28, 28), 3.0), "model")
@@ -215,17 +223,17 @@ def test_unet_is_refused_for_points_and_bad_images():
 def test_auto_settings_sample_points_as_the_paper_and_images_with_ddim():
     """The defaults a user gets: Algorithm 2 and the full bound for 2D points; DDIM-50
     and a 100-timestep bound estimate for images (what metrics.json then records)."""
-    points = DDPM(data_shape=(2,), optimizer=ADAM)
-    assert points.sampler == "ancestral" and points.bound_timesteps is None
+    points = make_ddpm(data_shape=(2,), optimizer=ADAM)
+    assert isinstance(points.sampler, AncestralSampler) and points.bound_timesteps is None
     assert points.describe_sampler().startswith("ancestral, T=1000 steps")
     assert "all T-1 KL terms" in points.describe_likelihood()
     images = small_unet()
-    assert images.sampler == "ddim" and images.sample_steps == 50 and images.bound_timesteps == 100
+    assert isinstance(images.sampler, DDIMSampler) and images.sampler.steps == 50 and images.bound_timesteps == 100
     assert images.describe_sampler().startswith("DDIM, 50 of T=1000 steps")
     assert "from 100 timesteps" in images.describe_likelihood()
     # an explicit choice wins over auto, and the paper's sampler is still one argument away
     paper = small_unet(sampler="ancestral", bound_timesteps=None)
-    assert paper.sampler == "ancestral" and paper.bound_timesteps is None
+    assert isinstance(paper.sampler, AncestralSampler) and paper.bound_timesteps is None
     with pytest.raises(ValueError, match="sample_steps must be in"):
         small_unet(sample_steps=0)
 
@@ -234,7 +242,7 @@ def test_time_path_shared_across_a_batch_gives_the_per_example_result():
     """The MLP denoiser runs its time embedding once per distinct timestep; a batch that
     mixes timesteps must give each example what it gets alone."""
     torch.manual_seed(0)
-    net = DDPM(data_shape=(2,), optimizer=ADAM, timesteps=100).denoiser
+    net = make_ddpm(data_shape=(2,), optimizer=ADAM, timesteps=100).denoiser
     x = torch.randn(6, 2)
     t = torch.tensor([5, 99, 5, 0, 42, 99])
     together = net(x, t)
@@ -251,7 +259,7 @@ def test_mlp_denoiser_resolves_the_eight_ring_modes(input_embedding, resolves):
     from gencompare.metrics.mode_coverage import mixture_coverage
 
     torch.manual_seed(0)
-    model = DDPM(data_shape=(2,), optimizer=ADAM, mlp_input_embedding=input_embedding)
+    model = make_ddpm(data_shape=(2,), optimizer=ADAM, mlp_input_embedding=input_embedding)
     train_on_ring8(model, steps=2000, batch=100, seed=1000)
     angles = 2 * math.pi * torch.arange(8) / 8
     means = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from gencompare.models.base import count_parameters
 from gencompare.models.gan import GAN, JOINT_OPTIMIZER
 from gencompare.models.gan_remedies import MinibatchDiscrimination, pack, unrolled_parameters
+from model_configs import from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +24,7 @@ def adam(lr: float = 1e-3, betas=(0.5, 0.999)):
 def make_gan(shape, **kw) -> GAN:
     kw.setdefault("generator_optimizer", adam())
     kw.setdefault("discriminator_optimizer", adam())
-    return GAN(data_shape=shape, **kw)
+    return from_config("gan", shape, **kw)
 
 
 def train_steps(gan: GAN, data: torch.Tensor, steps: int, batch: int) -> None:

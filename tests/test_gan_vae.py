@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from gencompare.errors import GencompareError
 from gencompare.models.gan import GAN
 from gencompare.models.vae import VAE, continuous_bernoulli_log_norm, continuous_bernoulli_mean
+from model_configs import from_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 SHAPES = [(1, 28, 28), (3, 28, 28), (2,)]
@@ -26,16 +28,12 @@ def adam(lr: float = 2e-4):
 
 
 def make_gan(shape, **kw) -> GAN:
-    return GAN(data_shape=shape, generator_optimizer=adam(), discriminator_optimizer=adam(), **kw)
+    return from_config("gan", shape, generator_optimizer=adam(), discriminator_optimizer=adam(), **kw)
 
 
 def make_vae(shape, **kw) -> VAE:
-    return VAE(data_shape=shape, optimizer=adam(1e-3), **kw)
-
-
-def from_config(family: str, shape, binary: bool):
-    cfg = OmegaConf.load(CONF / f"{family}.yaml")
-    return instantiate(cfg.module, data_shape=shape, binary=binary)
+    binary = kw.pop("binary", False)
+    return from_config("vae", shape, binary, optimizer=adam(1e-3), **kw)
 
 
 def ring8(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -110,10 +108,15 @@ def test_gan_optimizers_in_step_order_and_k():
     assert set(gan.networks()) == {"generator", "discriminator"}
 
 
-@pytest.mark.parametrize("bad", [{"loss": "wasserstein"}, {"arch": "resnet"}, {"k": 0}])
+@pytest.mark.parametrize("bad", [{"loss": "wasserstein"}, {"k": 0}])
 def test_gan_invalid_arguments_raise(bad):
     with pytest.raises(ValueError, match=str(next(iter(bad.values())))):
         make_gan((1, 28, 28), **bad)
+
+
+def test_an_arch_the_config_does_not_list_is_refused_with_the_ones_it_does():
+    with pytest.raises(GencompareError, match=r"arch=resnet is not one of \['auto', 'dcgan', 'mlp', 'mlp2d', 'pacgan2d'\]"):
+        make_gan((1, 28, 28), arch="resnet")
 
 
 def test_gan_each_step_only_reaches_its_own_network():
@@ -363,3 +366,14 @@ def test_iwae_bounds_on_trained_vae(trained_digit_vae):
         assert m >= elbo_mean - tol[1], (k, means, elbo_mean)
     # ... and strictly tighter at k = 1000 than the ELBO by more than the noise.
     assert means[1000] > elbo_mean + tol[1], (means, elbo_mean)
+
+
+def test_a_choice_the_model_config_does_not_list_fails_before_training(compose):
+    """A typo in model.module.arch or .sampler is one line naming what there is, from the
+    config check (before any data loads), not an OmegaConf interpolation traceback."""
+    from gencompare.config import validate
+
+    with pytest.raises(GencompareError, match=r"model.module.arch=resnet is not one of \['auto', 'conv', 'conv32'"):
+        validate(compose("model=vae", "dataset=ring8", "model.module.arch=resnet"))
+    with pytest.raises(GencompareError, match=r"model.module.sampler=euler is not one of \['ancestral', 'auto', 'ddim'\]"):
+        validate(compose("model=ddpm", "dataset=ring8", "model.module.sampler=euler"))

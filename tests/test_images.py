@@ -18,14 +18,12 @@ from gencompare.errors import GencompareError
 from gencompare.data import UnreadableImagesWarning
 from gencompare.metrics import inception
 from gencompare.models.base import count_parameters
-from gencompare.models.ddpm import DDPM
-from gencompare.models.gan import GAN
 from gencompare.models.nade import build as build_nade
 from gencompare.models.pixels import LOG_256, discretized_logistic_log_likelihood
-from gencompare.models.unet import UNet
-from gencompare.models.vae import VAE
+from gencompare.models.nets.unet import UNet
 from gencompare.runner import train
 from image_data import write_fake_cifar10, write_png_folder
+from model_configs import from_config
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 SHAPE = (3, 32, 32)
@@ -144,19 +142,19 @@ def test_image_folder_without_path_is_one_line(compose):
 
 # -- networks -----------------------------------------------------------------------
 def test_arch_auto_picks_the_32x32_networks():
-    gan = GAN(data_shape=SHAPE, generator_optimizer=ADAM, discriminator_optimizer=ADAM)
+    gan = from_config("gan", SHAPE, generator_optimizer=ADAM, discriminator_optimizer=ADAM)
     assert gan.arch == "dcgan" and type(gan.generator).__name__ == "DCGAN32Generator"
     x = gan.sample(4)
     assert x.shape == (4, *SHAPE) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert gan.discriminator(x).shape == (4,)
-    vae = VAE(data_shape=SHAPE, optimizer=ADAM)
+    vae = from_config("vae", SHAPE, optimizer=ADAM)
     assert vae.arch == "conv32" and vae.pixel_decoder == "discretized_logistic" and vae.discrete_likelihood
     assert vae.sample(3).shape == (3, *SHAPE)
     # 28x28 keeps the paper's MLPs
-    assert GAN(data_shape=(1, 28, 28), generator_optimizer=ADAM, discriminator_optimizer=ADAM).arch == "mlp"
-    assert VAE(data_shape=(1, 28, 28), optimizer=ADAM).arch == "mlp"
+    assert from_config("gan", (1, 28, 28), generator_optimizer=ADAM, discriminator_optimizer=ADAM).arch == "mlp"
+    assert from_config("vae", (1, 28, 28), optimizer=ADAM).arch == "mlp"
     with pytest.raises(ValueError, match="conv32"):
-        VAE(data_shape=(1, 28, 28), optimizer=ADAM, arch="conv32")
+        from_config("vae", (1, 28, 28), optimizer=ADAM, arch="conv32")
 
 
 def test_ho_et_al_cifar10_unet_has_35_7m_parameters():
@@ -169,7 +167,7 @@ def test_ho_et_al_cifar10_unet_has_35_7m_parameters():
 
 
 def test_small_ddpm_default_runs_on_32x32():
-    ddpm = DDPM(data_shape=SHAPE, optimizer=ADAM, base_channels=8, sample_steps=2)
+    ddpm = from_config("ddpm", SHAPE, optimizer=ADAM, base_channels=8, sample_steps=2)
     loss, logs = ddpm.training_step(torch.rand(2, *SHAPE), "model")
     assert loss.ndim == 0 and logs["loss"].ndim == 0 and ddpm.discrete_likelihood
     assert ddpm.sample(2).shape == (2, *SHAPE)
@@ -316,12 +314,12 @@ def test_real_inception_loader_reads_a_weights_file(tmp_path, monkeypatch):
 
 # -- trainer.compile ----------------------------------------------------------------
 def test_compile_networks_keeps_the_state_dict_keys():
-    gan = GAN(data_shape=SHAPE, generator_optimizer=ADAM, discriminator_optimizer=ADAM, dcgan_width=8)
+    gan = from_config("gan", SHAPE, generator_optimizer=ADAM, discriminator_optimizer=ADAM, dcgan_width=8)
     keys = list(gan.state_dict())
     assert gan.compile_networks() == ["generator", "discriminator"]
     assert list(gan.state_dict()) == keys  # checkpoints of compiled and eager runs are interchangeable
     assert gan.generator._compiled_call_impl is not None
-    ddpm = DDPM(data_shape=SHAPE, optimizer=ADAM, base_channels=8)
+    ddpm = from_config("ddpm", SHAPE, optimizer=ADAM, base_channels=8)
     assert ddpm.compile_networks() == ["denoiser", "ema"]
 
 

@@ -25,8 +25,7 @@ Conventions (follow the official code, ``diffusion_tf/diffusion_utils_2.py``):
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -39,12 +38,9 @@ from gencompare.models.diffusion_math import (  # noqa: F401 - bits_per_dim, mak
     gaussian_log_likelihood,
     make_beta_schedule,
     normal_kl,
+    schedule_constants,
 )
-from gencompare.models.unet import MLPDenoiser, UNet
-
-# ---------------------------------------------------------------------------
-# The model
-# ---------------------------------------------------------------------------
+from gencompare.models.samplers import Sampler
 
 
 class DDPM(GenerativeModel):
@@ -54,31 +50,15 @@ class DDPM(GenerativeModel):
         data_shape: ``(C, H, W)`` images in [0, 1] or ``(D,)`` points.
         binary: images arrive as {0, 1} floats (they still live on the 8-bit grid
             as levels 0 and 255, so the discretised decoder applies unchanged).
+        denoiser: net factory, ``denoiser(data_shape=, timesteps=) -> nn.Module``, epsilon_theta
+            ``(B, *data_shape), (B,) timestep indices -> (B, *data_shape)``
+            (:mod:`gencompare.models.nets.unet`: the U-Net, the residual MLP for points).
+        schedule: ``schedule(timesteps=) -> (T,)`` float64 betas
+            (:func:`gencompare.models.diffusion_math.make_beta_schedule`).
+        sampler: sampler factory, ``sampler(data_shape=, timesteps=)``, the default of
+            :meth:`sample` (:mod:`gencompare.models.samplers`: ancestral or DDIM).
         optimizer: partial optimizer, called on the denoiser's parameters only.
-        arch: "auto" (U-Net for images, MLP for points), "unet" or "mlp".
         timesteps: T (paper: 1000).
-        beta_schedule: "linear" (paper) or "cosine" (Nichol & Dhariwal 2021).
-        beta_start, beta_end: range of the linear schedule (paper: 1e-4, 0.02).
-        cosine_s: offset s of the cosine schedule (0.008).
-        base_channels: U-Net width. Default 32 where Ho et al. use 128: with the
-            defaults below the U-Net has 1.0M parameters and a training step on 64
-            MNIST images costs about 0.5 s of one CPU thread (measured; width 128
-            would cost about 16x), and 28x28 digits need far less capacity than CIFAR-10.
-        channel_mults: U-Net width per level, (1, 2, 2) = resolutions 28, 14, 7
-            (Ho et al.: (1, 2, 2, 2) for 32x32).
-        num_res_blocks: residual blocks per level (paper 2; default 1 for CPU time).
-        attention: self-attention at the lowest resolution (7x7 for MNIST) and in the
-            middle block; ignored when ``attention_resolutions`` is set.
-        attention_resolutions: the paper's layout instead: self-attention at these
-            feature-map sizes and always in the middle block (Ho et al.: ``(16,)`` on
-            32x32; official ``unet.py``). None (default): the ``attention`` switch.
-        dropout: U-Net dropout (paper 0.1 on CIFAR-10; 0 by default because short
-            CPU runs underfit rather than overfit).
-        mlp_hidden, mlp_layers, time_embedding: the MLP denoiser for points
-            (hidden width, residual blocks, "sinusoidal" or "learned").
-        mlp_input_embedding: "fourier" (default: each coordinate's sinusoidal
-            embedding, which lets the MLP resolve ring8's sharp modes) or "linear"
-            (raw coordinates); see :class:`gencompare.models.unet.MLPDenoiser`.
         ema_decay: decay of the exponential moving average of the weights (paper
             0.9999 over 800k steps). Default 0.995, an averaging window of ~200
             steps: at 0.9999 the average would still be mostly the random
@@ -87,14 +67,6 @@ class DDPM(GenerativeModel):
             ``tf.train.ExponentialMovingAverage(num_updates=n)``), so the average
             follows training from the first steps. The official code instead
             copies the weights at step 0 and then uses ``ema_decay`` (set False).
-        sampler: default sampler of :meth:`sample`: "ancestral" (Algorithm 2, all T
-            steps), "ddim" (Song et al. 2021, ``sample_steps`` steps) or "auto" (default):
-            ancestral for points, where the MLP makes T steps cheap, DDIM for images,
-            where T U-Net passes cost about 3 s of CPU per image (measured, 2 threads)
-            and 10,000 Parzen samples would take most of a day on a CPU.
-        sample_steps: DDIM's number of steps when it is the default sampler (None = 50,
-            Song et al. 2021 Table 1's middle setting); ancestral always runs all T.
-        ddim_eta: eta of DDIM (0 = deterministic).
         sample_batch_size: examples per batch in :meth:`sample` (memory bound).
         clip_denoised: clip predicted x_0 to [-1, 1]; None = True for images,
             False for points.
@@ -106,7 +78,8 @@ class DDPM(GenerativeModel):
         bound_batch_size: (example, timestep) pairs per denoiser call in the bound.
 
     Raises:
-        ValueError: unknown arch / sampler / schedule, "unet" for points, bad sizes.
+        ValueError: a data shape neither ``(C, H, W)`` nor ``(D,)``, bad sizes, or a part
+            factory's own ValueError (no network for this data shape, a bad schedule).
     """
 
     family = "ddpm"
@@ -116,139 +89,45 @@ class DDPM(GenerativeModel):
     likelihood_kind = "nll_bound"
 
     def __init__(
-        self,
-        *,
-        data_shape: Sequence[int],
-        binary: bool = False,
-        optimizer: OptimizerFactory,
-        arch: str = "auto",
-        timesteps: int = 1000,
-        beta_schedule: str = "linear",
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        cosine_s: float = 0.008,
-        base_channels: int = 32,
-        channel_mults: Sequence[int] = (1, 2, 2),
-        num_res_blocks: int = 1,
-        attention: bool = False,
-        attention_resolutions: Sequence[int] | None = None,
-        dropout: float = 0.0,
-        mlp_hidden: int = 256,
-        mlp_layers: int = 3,
-        time_embedding: str = "sinusoidal",
-        mlp_input_embedding: str = "fourier",
-        ema_decay: float = 0.995,
-        ema_warmup: bool = True,
-        sampler: str = "auto",
-        sample_steps: int | None = None,
-        ddim_eta: float = 0.0,
-        sample_batch_size: int = 500,
-        clip_denoised: bool | None = None,
-        bound_timesteps: int | str | None = "auto",
-        bound_batch_size: int = 512,
+        self, *, data_shape: Sequence[int], binary: bool = False, denoiser: Callable[..., nn.Module],
+        schedule: Callable[..., Tensor], sampler: Callable[..., Sampler], optimizer: OptimizerFactory,
+        timesteps: int = 1000, ema_decay: float = 0.995, ema_warmup: bool = True, sample_batch_size: int = 500,
+        clip_denoised: bool | None = None, bound_timesteps: int | str | None = "auto", bound_batch_size: int = 512,
     ) -> None:
         super().__init__(data_shape=data_shape, binary=binary)
         if len(self.data_shape) not in (1, 3):
             raise ValueError(f"data_shape must be (C, H, W) or (D,), got {self.data_shape}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.is_image = len(self.data_shape) == 3
         self.discrete_likelihood = self.is_image  # the discretized decoder (eq. 13): 8-bit probabilities
         self._optimizer_factory = optimizer
-        self.num_timesteps = int(timesteps)
-
-        if arch == "auto":
-            arch = "unet" if self.is_image else "mlp"
-        if arch == "unet":
-            if not self.is_image:
-                raise ValueError(f"arch 'unet' needs image data (C, H, W), got data_shape {self.data_shape}")
-            self.denoiser: nn.Module = UNet(
-                in_channels=self.data_shape[0],
-                base_channels=int(base_channels),
-                channel_mults=tuple(int(m) for m in channel_mults),
-                num_res_blocks=int(num_res_blocks),
-                attention=bool(attention),
-                dropout=float(dropout),
-                attention_resolutions=attention_resolutions,
-                resolution=self.data_shape[1],
-            )
-        elif arch == "mlp":
-            self.denoiser = MLPDenoiser(
-                data_dim=self.data_dim,
-                timesteps=self.num_timesteps,
-                hidden=int(mlp_hidden),
-                num_layers=int(mlp_layers),
-                time_embedding=time_embedding,
-                input_embedding=mlp_input_embedding,
-            )
-        else:
-            raise ValueError(f"arch must be 'auto', 'unet' or 'mlp', got {arch!r}")
-        self.arch = arch
-
-        # The EMA copy is a registered submodule so checkpoints (state_dict)
-        # keep it; it has no gradients and is never handed to the optimizer.
-        # Not torch.optim.swa_utils.AveragedModel: its update_parameters reads its
-        # n_averaged buffer on the host twice per call (`bool(self.n_averaged == 0)`,
-        # `if self.n_averaged > 0`: a GPU sync every step, torch 2.14), its first
-        # update copies the weights instead of averaging from the initial ones, and
-        # it has no warm-up; with it, every DDPM result so far would change.
+        self.num_timesteps = T = int(timesteps)
+        self.denoiser: nn.Module = denoiser(data_shape=self.data_shape, timesteps=T)
+        #: the network's name in checkpoints and records (a resumed run must build the same)
+        self.arch = getattr(self.denoiser, "arch", type(self.denoiser).__name__)
+        # The EMA copy is a registered submodule so checkpoints (state_dict) keep it; it has no
+        # gradients and is never handed to the optimizer. Not torch.optim.swa_utils.AveragedModel:
+        # its update_parameters reads its n_averaged buffer on the host twice per call (a GPU sync
+        # every step, torch 2.14), its first update copies the weights instead of averaging from
+        # the initial ones, and it has no warm-up; with it, every DDPM result so far would change.
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        self.ema_decay = float(ema_decay)
-        self.ema_warmup = bool(ema_warmup)
+        self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self._ema_count: int | None = 0  # host copy of ema_updates (no sync per step)
         self._range_checked = False
         forget_on_load(self, "_ema_count")
-
-        if sampler not in ("auto", "ancestral", "ddim"):
-            raise ValueError(f"sampler must be 'auto', 'ancestral' or 'ddim', got {sampler!r}")
-        self.sampler = ("ddim" if self.is_image else "ancestral") if sampler == "auto" else sampler
-        if sample_steps is not None and not 1 <= int(sample_steps) <= self.num_timesteps:
-            raise ValueError(f"sample_steps must be in [1, T={self.num_timesteps}] or None, got {sample_steps}")
-        # DDIM's steps whichever sampler is the default (a caller may still ask for DDIM)
-        self.ddim_steps = min(50, self.num_timesteps) if sample_steps is None else int(sample_steps)
-        self.sample_steps = self.num_timesteps if self.sampler == "ancestral" else self.ddim_steps
-        self.ddim_eta = float(ddim_eta)
+        self.sampler = sampler(data_shape=self.data_shape, timesteps=T)
         self.sample_batch_size = int(sample_batch_size)
         self.clip_denoised = self.is_image if clip_denoised is None else bool(clip_denoised)
         if bound_timesteps == "auto":
-            bound_timesteps = min(100, self.num_timesteps - 1) if self.is_image else None
-        if bound_timesteps is not None and not 1 <= int(bound_timesteps) <= self.num_timesteps - 1:
+            bound_timesteps = min(100, T - 1) if self.is_image else None
+        if bound_timesteps is not None and not 1 <= int(bound_timesteps) <= T - 1:
             raise ValueError(f"bound_timesteps must be 'auto', in [1, T-1] or None, got {bound_timesteps}")
-        self.bound_timesteps = bound_timesteps
-        self.bound_batch_size = int(bound_batch_size)
-
-        # Schedule constants in float64 (official code: "computations here in
-        # float64 for accuracy"). Plain CPU attributes, not buffers: they are
-        # derived from the config (nothing to checkpoint), and model.to("mps")
-        # would fail on float64 buffers; _extract caches per-device copies.
-        betas = make_beta_schedule(
-            beta_schedule, timesteps=self.num_timesteps, beta_start=beta_start, beta_end=beta_end, cosine_s=cosine_s
-        )
-        self.beta_schedule = beta_schedule
-        alphas = 1.0 - betas
-        alphas_cumprod = torch.cumprod(alphas, dim=0)
-        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
-        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
-        consts = {
-            "betas": betas,
-            "alphas_cumprod": alphas_cumprod,
-            "alphas_cumprod_prev": alphas_cumprod_prev,
-            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
-            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
-            "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
-            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
-            "posterior_variance": posterior_variance,
-            # index 0 is 0; the value is never used as a KL term (t = 1 is the decoder)
-            "posterior_log_variance_clipped": torch.log(
-                torch.cat([posterior_variance[1:2], posterior_variance[1:]])
-            ),
-            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
-            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
-            # sigma_t^2 = beta_t, decoder variance tilde_beta_2 (official "fixedlarge")
-            "model_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]])),
-        }
-        for name, value in consts.items():
+        self.bound_timesteps, self.bound_batch_size = bound_timesteps, int(bound_batch_size)
+        # Plain CPU attributes, not buffers: derived from the config (nothing to checkpoint), and
+        # model.to("mps") would fail on float64 buffers; _extract caches per-device copies.
+        for name, value in schedule_constants(schedule(timesteps=T)).items():
             setattr(self, name, value)
         self._const_cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
@@ -388,24 +267,13 @@ class DDPM(GenerativeModel):
 
     # -- sampling -----------------------------------------------------------
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        sampler: str | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-        use_ema: bool = True,
-    ) -> Tensor:
+    def sample(self, n: int, *, sampler: Sampler | None = None, noise: Tensor | None = None,
+               use_ema: bool = True) -> Tensor:
         """Draw ``n`` examples with the EMA denoiser, in batches of ``sample_batch_size``.
 
         Args:
             n: number of examples.
-            sampler: "ancestral" (Algorithm 2, sigma_t^2 = beta_t, T steps) or "ddim"
-                (Song et al. 2021, eq. 12 with ``ddim_eta``); default the constructor's.
-            steps: number of denoising steps; DDIM visits ``steps`` timesteps evenly
-                spaced from T to 1. Default: T for ancestral, the constructor's
-                ``sample_steps`` (50 unless set) for DDIM.
+            sampler: a sampler (:mod:`gencompare.models.samplers`); default the constructor's.
             noise: optional ``(n, *data_shape)`` starting noise x_T (DDIM with
                 eta = 0 is then deterministic).
             use_ema: sample with the EMA weights (default) or the live weights.
@@ -414,21 +282,9 @@ class DDPM(GenerativeModel):
             ``(n, *data_shape)``: images in [0, 1], points in raw coordinates.
 
         Raises:
-            ValueError: unknown sampler, ancestral with steps != T, steps outside
-                [1, T], or ``noise`` of the wrong shape.
+            ValueError: ``noise`` of the wrong shape.
         """
         sampler = self.sampler if sampler is None else sampler
-        if steps is None:
-            steps = self.num_timesteps if sampler == "ancestral" else self.ddim_steps
-        steps = int(steps)
-        if sampler not in ("ancestral", "ddim"):
-            raise ValueError(f"sampler must be 'ancestral' or 'ddim', got {sampler!r}")
-        if not 1 <= steps <= self.num_timesteps:
-            raise ValueError(f"steps must be in [1, T={self.num_timesteps}], got {steps}")
-        if sampler == "ancestral" and steps != self.num_timesteps:
-            raise ValueError(
-                f"ancestral sampling runs all T={self.num_timesteps} steps (got steps={steps}); use sampler='ddim'"
-            )
         if noise is not None and tuple(noise.shape) != (n, *self.data_shape):
             raise ValueError(f"noise must have shape {(n, *self.data_shape)}, got {tuple(noise.shape)}")
         net = self.ema if use_ema else self.denoiser
@@ -443,48 +299,14 @@ class DDPM(GenerativeModel):
                     if noise is not None
                     else torch.randn(m, *self.data_shape, device=self.device)
                 )
-                if sampler == "ancestral":
-                    x = self._ancestral(net, x)
-                else:
-                    x = self._ddim(net, x, steps)
-                out.append(self.to_data_space(x))
+                out.append(self.to_data_space(sampler(self, net, x)))
             return torch.cat(out) if out else torch.empty(0, *self.data_shape, device=self.device)
         finally:
             net.train(was_training)
 
-    def _ancestral(self, net: nn.Module, x: Tensor) -> Tensor:
-        """Algorithm 2: ``x_{t-1} = mu_theta(x_t, t) + sigma_t z``, no noise at t = 1."""
-        for i in reversed(range(self.num_timesteps)):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            mean, _, _ = self._p_mean(net, x, t)
-            x = mean.float()
-            if i > 0:
-                x = x + math.exp(0.5 * float(self.model_log_variance[i])) * torch.randn_like(x)
-        return x
-
-    def _ddim(self, net: nn.Module, x: Tensor, steps: int) -> Tensor:
-        """DDIM (Song et al. 2021, eq. 12) over ``steps`` timesteps evenly spaced in [T-1, 0]."""
-        seq = torch.linspace(self.num_timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
-        seq = list(dict.fromkeys(seq))  # unique, descending
-        for k, i in enumerate(seq):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            _, x0_pred, eps = self._p_mean(net, x, t)
-            ab = float(self.alphas_cumprod[i])
-            ab_prev = float(self.alphas_cumprod[seq[k + 1]]) if k + 1 < len(seq) else 1.0
-            sigma = self.ddim_eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-            direction = math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * self._precise(eps)
-            x64 = math.sqrt(ab_prev) * x0_pred + direction
-            if self.ddim_eta > 0 and k + 1 < len(seq):
-                x64 = x64 + sigma * torch.randn_like(x64)
-            x = x64.float()
-        return x
-
     def describe_sampler(self) -> str:
         """How :meth:`sample` draws by default, for the run's record (metrics.json)."""
-        if self.sampler == "ancestral":
-            return f"ancestral, T={self.num_timesteps} steps (Ho et al. 2020, Algorithm 2), EMA weights"
-        return (f"DDIM, {self.sample_steps} of T={self.num_timesteps} steps, eta={self.ddim_eta:g} "
-                "(Song et al. 2021, eq. 12), EMA weights")
+        return f"{self.sampler.describe()}, EMA weights"
 
     def describe_likelihood(self) -> str:
         """What :meth:`log_likelihood` computes, for the run's record (metrics.json)."""
@@ -550,11 +372,9 @@ class DDPM(GenerativeModel):
         x0_all = self._check_images(x)
         device = x0_all.device
         if timesteps is None or int(timesteps) == T - 1:
-            kl_steps = torch.arange(1, T, device=device)
-            scale = 1.0
+            kl_steps, scale = torch.arange(1, T, device=device), 1.0
         else:
-            kl_steps = torch.randperm(T - 1, device=device)[: int(timesteps)] + 1
-            scale = (T - 1) / int(timesteps)
+            kl_steps, scale = torch.randperm(T - 1, device=device)[: int(timesteps)] + 1, (T - 1) / int(timesteps)
         all_steps = torch.cat([torch.zeros(1, dtype=torch.long, device=device), kl_steps])
 
         net = self.ema
@@ -614,7 +434,5 @@ class DDPM(GenerativeModel):
         return (-(terms["prior"] + terms["diffusion"] + terms["decoder"])).float()
 
     def extra_repr(self) -> str:  # shown by print(model)
-        return (
-            f"T={self.num_timesteps}, beta_schedule={self.beta_schedule}, arch={self.arch}, "
-            f"ema_decay={self.ema_decay}, sampler={self.sampler}, sample_steps={self.sample_steps}"
-        )
+        return (f"T={self.num_timesteps}, betas={float(self.betas[0]):g}..{float(self.betas[-1]):g}, arch={self.arch}, "
+                f"ema_decay={self.ema_decay}, sampler={self.sampler.describe()}")

@@ -114,3 +114,30 @@ def bits_per_dim(nll_nats: Tensor | float, D: int) -> Tensor | float:
     if D < 1:
         raise ValueError(f"D must be >= 1, got {D}")
     return nll_nats / (D * LN2)
+
+
+def schedule_constants(betas: Tensor) -> dict[str, Tensor]:
+    """The float64 constants of the forward and reverse processes for ``betas`` ``(T,)``
+    (official code, ``GaussianDiffusion2.__init__``; "computations here in float64 for
+    accuracy"): alpha_bar_t, the posterior q(x_{t-1} | x_t, x_0)'s mean coefficients and
+    variance, and the reverse variance sigma_t^2 = beta_t with the decoder's tilde_beta_2
+    at t = 1 ("fixedlarge")."""
+    alphas = 1.0 - betas
+    alphas_cumprod = torch.cumprod(alphas, dim=0)
+    alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    return {
+        "betas": betas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": alphas_cumprod_prev,
+        "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+        "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+        "posterior_variance": posterior_variance,
+        # index 0 is 0; the value is never used as a KL term (t = 1 is the decoder)
+        "posterior_log_variance_clipped": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
+        "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+        "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+        "model_log_variance": torch.log(torch.cat([posterior_variance[1:2], betas[1:]])),
+    }

@@ -14,8 +14,7 @@ depends on the data:
   grey values is not normalised. A Gaussian with a learned per-pixel scale was
   rejected: MNIST's always-zero border pixels let that scale shrink without
   bound, so the likelihood diverges;
-- 8-bit colour images at 32x32 (``arch="conv32"``, which ``"auto"`` picks for
-  CIFAR-10): a *discretized logistic* per pixel (Kingma et al. 2016, IAF, section 5.2),
+- 8-bit colour images at 32x32 (``pixels="auto"`` on CIFAR-10): a *discretized logistic* per pixel (Kingma et al. 2016, IAF, section 5.2),
   a probability of the 256 pixel levels, so the IWAE estimate is a log-probability of
   the 8-bit image and its bits/dim sits in one column with the DDPM's
   (:mod:`gencompare.models.pixels`);
@@ -29,7 +28,7 @@ that tightens as the number of samples k grows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +38,6 @@ from torch.optim import Optimizer
 from gencompare.models.base import GenerativeModel, OptimizerFactory
 from gencompare.models.pixels import discretized_logistic_log_likelihood
 
-_ARCHS = ("auto", "mlp", "conv", "conv32", "mlp2d")
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _LOG_2PI = math.log(2.0 * math.pi)
 # Lower bound on the point decoder's log-variance: ring8 modes have std 0.01
 # (log-variance -9.2); the floor sits well below that but keeps 1/sigma^2 finite.
@@ -77,54 +74,7 @@ def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
     return torch.where(small, 0.5 + eta / 12.0, exact).to(logits.dtype)
 
 
-def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
-    """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
-class ConvEncoder(nn.Module):
-    """``(N, C, 28, 28)`` -> ``(N, 2 * latent_dim)`` (mean and log-variance of q(z|x))."""
-
-    def __init__(self, *, channels: int, latent_dim: int, width: int = 32, hidden: int = 256) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1),  # (N, w, 14, 14)
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 4, 2, 1),  # (N, 2w, 7, 7)
-            nn.ReLU(),
-            nn.Flatten(),  # (N, 2w * 49)
-            nn.Linear(2 * width * 49, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 2 * latent_dim),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class ConvDecoder(nn.Module):
-    """``(N, latent_dim)`` -> logits ``(N, C * 28 * 28)``, mirroring :class:`ConvEncoder`."""
-
-    def __init__(self, *, channels: int, latent_dim: int, width: int = 32, hidden: int = 256) -> None:
-        super().__init__()
-        self.width = width
-        self.fc = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2 * width * 49), nn.ReLU()
-        )
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),  # (N, w, 14, 14)
-            nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1),  # (N, C, 28, 28)
-        )
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.fc(z).view(z.shape[0], 2 * self.width, 7, 7)  # (N, 2w, 7, 7)
-        return self.deconv(h).flatten(1)
+_PIXELS = ("auto", "continuous_bernoulli", "discretized_logistic")
 
 
 class VAE(GenerativeModel):
@@ -133,33 +83,32 @@ class VAE(GenerativeModel):
     Args:
         data_shape: ``(C, H, W)`` images or ``(D,)`` points.
         binary: True for {0, 1} images (Bernoulli decoder); False for pixels in
-            [0, 1] (continuous Bernoulli decoder) or points (Gaussian decoder).
+            [0, 1] (``pixels``) or points (Gaussian decoder).
+        encoder: net factory, ``encoder(data_shape=, latent_dim=) -> nn.Module`` mapping
+            ``(N, *data_shape)`` to ``(N, 2 * latent_dim)``, the mean and log-variance of
+            q(z|x). Called before ``decoder``.
+        decoder: net factory, ``decoder(data_shape=, latent_dim=, params_per_dim=) -> nn.Module``
+            mapping ``(N, latent_dim)`` to ``(N, params_per_dim * D)``: one logit per
+            dimension (Bernoulli, continuous Bernoulli), or two (location and log-scale of
+            the discretized logistic; mean and log-variance of the Gaussian), the first D
+            then the next D.
         optimizer: Hydra ``_partial_`` optimizer factory ``factory(params)``.
-        arch: ``"auto"`` (``"conv32"`` for 32x32 images, ``"mlp"`` for other
-            images, ``"mlp2d"`` for points), ``"mlp"``, ``"conv"`` (28x28 images
-            only), ``"conv32"`` (32x32 images only; discretized logistic decoder
-            unless ``binary``) or ``"mlp2d"``.
-        latent_dim: size of z. None: 20 for images (one of Kingma & Welling's
-            MNIST settings, Fig. 2), 64 for ``"conv32"`` (natural images need more
-            than digits) and 2 for points.
-        hidden_sizes: hidden widths of the MLP encoder (the decoder mirrors
-            them). None: ``(500,)`` for ``"mlp"`` (Kingma & Welling 2014,
-            Sec. 5: 500 hidden units for MNIST) and ``(128, 128)`` for
-            ``"mlp2d"`` (the width of the GAN's ``mlp2d``). Burda et al.'s
-            86.76-nat VAE used ``(200, 200)`` with latent_dim 50.
-        activation: ``"tanh"`` (Kingma & Welling 2014, Appendix C; also Burda
-            et al. 2016) or ``"relu"``.
+        latent_dim: size of z. None: 20 for images (one of Kingma & Welling's MNIST
+            settings, Fig. 2), 64 for 32x32 images (natural images need more than digits)
+            and 2 for points.
+        pixels: p(x|z) of non-binary images: ``"continuous_bernoulli"``, a density on
+            [0, 1]^D; ``"discretized_logistic"``, a probability of the 8-bit levels
+            (bits/dim in one column with the DDPM's); ``"auto"``: the discretized logistic
+            on 32x32 images (CIFAR-10), the continuous Bernoulli on others.
         iwae_k: default number of importance samples of :meth:`log_likelihood`
             (5000, the test-time value of Burda et al. 2016, Sec. 5).
         iwae_chunk: samples evaluated at once; memory grows as
             ``iwae_chunk * B * D`` floats.
-        conv_width: channels of the first ``"conv"`` / ``"conv32"`` layer (then 2x, 4x).
-        conv_hidden: width of the fully connected layer of ``"conv"`` / ``"conv32"``.
 
     Raises:
-        ValueError: unknown ``arch`` or ``activation``, a data shape neither
-            ``(D,)`` nor ``(C, H, W)``, ``"conv"`` on non-28x28 data,
-            ``binary=True`` with points, or non-positive ``iwae_k``/``iwae_chunk``.
+        ValueError: a data shape neither ``(D,)`` nor ``(C, H, W)``, unknown ``pixels``,
+            ``binary=True`` with points, non-positive ``iwae_k``/``iwae_chunk``, or a
+            network factory's own ValueError (e.g. no network for this data shape).
     """
 
     family = "vae"
@@ -170,74 +119,36 @@ class VAE(GenerativeModel):
     likelihood_kind = "nll_iwae"
 
     def __init__(
-        self,
-        *,
-        data_shape: Sequence[int],
-        binary: bool = False,
-        optimizer: OptimizerFactory,
-        arch: str = "auto",
-        latent_dim: int | None = None,
-        hidden_sizes: Sequence[int] | None = None,
-        activation: str = "tanh",
-        iwae_k: int = 5000,
-        iwae_chunk: int = 500,
-        conv_width: int = 32,
-        conv_hidden: int = 256,
+        self, *, data_shape: Sequence[int], binary: bool = False, encoder: Callable[..., nn.Module],
+        decoder: Callable[..., nn.Module], optimizer: OptimizerFactory, latent_dim: int | None = None,
+        pixels: str = "auto", iwae_k: int = 5000, iwae_chunk: int = 500,
     ) -> None:
         super().__init__(data_shape=data_shape, binary=binary)
         if len(self.data_shape) not in (1, 3):
-            raise ValueError(
-                f"VAE needs data_shape (D,) for points or (C, H, W) for images, got {self.data_shape}"
-            )
-        if arch not in _ARCHS:
-            raise ValueError(f"unknown VAE arch {arch!r}; expected one of {_ARCHS}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {tuple(_ACTIVATIONS)}")
+            raise ValueError(f"VAE needs data_shape (D,) for points or (C, H, W) for images, got {self.data_shape}")
+        if pixels not in _PIXELS:
+            raise ValueError(f"unknown VAE pixels {pixels!r}; expected one of {_PIXELS}")
         if int(iwae_k) < 1 or int(iwae_chunk) < 1:
             raise ValueError(f"iwae_k and iwae_chunk must be >= 1, got {iwae_k} and {iwae_chunk}")
         self.is_image = len(self.data_shape) == 3
         if self.binary and not self.is_image:
             raise ValueError("binary=True is for images; points use the Gaussian decoder")
-        if arch == "auto":
-            arch = ("conv32" if self.data_shape[1:] == (32, 32) else "mlp") if self.is_image else "mlp2d"
-        if arch == "conv" and not (self.is_image and self.data_shape[1:] == (28, 28)):
-            raise ValueError(f"arch 'conv' needs (C, 28, 28) images, got data_shape {self.data_shape}")
-        if arch == "conv32" and not (self.is_image and self.data_shape[1:] == (32, 32)):
-            raise ValueError(f"arch 'conv32' needs (C, 32, 32) images, got data_shape {self.data_shape}")
-        self.arch = arch
-        # what p(x|z) is, and so whether log_likelihood is a probability of the pixel values
-        self.pixel_decoder = ("gaussian" if not self.is_image else "bernoulli" if self.binary else
-                              "discretized_logistic" if arch == "conv32" else "continuous_bernoulli")
+        colour32 = self.is_image and self.data_shape[1:] == (32, 32)
+        if pixels == "auto":
+            pixels = "discretized_logistic" if colour32 else "continuous_bernoulli"
+        # what p(x|z) is, and so whether log_likelihood is a probability of the pixel values it is given
+        self.pixel_decoder = "gaussian" if not self.is_image else "bernoulli" if self.binary else pixels
         self.discrete_likelihood = self.pixel_decoder in ("bernoulli", "discretized_logistic")
-        default_latent = (64 if arch == "conv32" else 20) if self.is_image else 2
+        default_latent = (64 if colour32 else 20) if self.is_image else 2
         self.latent_dim = int(latent_dim) if latent_dim is not None else default_latent
         self.iwae_k, self.iwae_chunk = int(iwae_k), int(iwae_chunk)
         self._optimizer = optimizer
-        # Bernoulli and continuous Bernoulli need one logit per pixel; the point
-        # decoder outputs a mean and a log-variance per coordinate.
-        out_dim = self.data_dim if self.is_image else 2 * self.data_dim
-
-        if arch == "conv32":
-            from gencompare.models.conv32 import ConvDecoder32, ConvEncoder32
-
-            c = self.data_shape[0]
-            size = dict(latent_dim=self.latent_dim, width=conv_width, hidden=conv_hidden)
-            self.encoder = ConvEncoder32(channels=c, **size)
-            # a location and a log-scale per pixel, or one Bernoulli logit
-            self.decoder = ConvDecoder32(out_channels=c if self.binary else 2 * c, **size)
-        elif arch == "conv":
-            c = self.data_shape[0]
-            self.encoder = ConvEncoder(channels=c, latent_dim=self.latent_dim, width=conv_width, hidden=conv_hidden)
-            self.decoder = ConvDecoder(channels=c, latent_dim=self.latent_dim, width=conv_width, hidden=conv_hidden)
-        else:
-            if hidden_sizes is None:
-                hidden_sizes = (500,) if arch == "mlp" else (128, 128)
-            hidden = [int(h) for h in hidden_sizes]
-            act = _ACTIVATIONS[activation]
-            self.encoder = nn.Sequential(
-                nn.Flatten(), _mlp([self.data_dim, *hidden, 2 * self.latent_dim], act)
-            )
-            self.decoder = _mlp([self.latent_dim, *hidden[::-1], out_dim], act)
+        params = 2 if self.pixel_decoder in ("gaussian", "discretized_logistic") else 1
+        # encoder first: the order of the parameters' random draws is part of every golden number
+        self.encoder = encoder(data_shape=self.data_shape, latent_dim=self.latent_dim)
+        self.decoder = decoder(data_shape=self.data_shape, latent_dim=self.latent_dim, params_per_dim=params)
+        #: the networks' name in checkpoints and records (a resumed run must build the same)
+        self.arch = getattr(self.encoder, "arch", type(self.encoder).__name__)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "decoder": self.decoder}

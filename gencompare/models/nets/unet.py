@@ -167,14 +167,23 @@ class UNet(nn.Module):
             nn.Linear(base_channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
         )
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        # built in this order (down, middle, up): the parameters' random draws follow it
+        self.down, skip_chs, ch = self._down_path(mults, num_res_blocks, temb_dim, dropout, attends)
+        self.mid1 = ResBlock(in_ch=ch, out_ch=ch, temb_dim=temb_dim, dropout=dropout)
+        self.mid_attn = AttnBlock(ch) if attention or attn_sizes is not None else nn.Identity()
+        self.mid2 = ResBlock(in_ch=ch, out_ch=ch, temb_dim=temb_dim, dropout=dropout)
+        self.up, ch = self._up_path(mults, num_res_blocks, temb_dim, dropout, attends, skip_chs, ch)
+        self.norm_out = _norm(ch)
+        self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
 
-        # Down path; record every tensor pushed on the skip stack by its width.
-        self.down = nn.ModuleList()
-        skip_chs = [base_channels]
-        ch = base_channels
+    def _down_path(self, mults, num_res_blocks, temb_dim, dropout, attends) -> tuple[nn.ModuleList, list[int], int]:
+        """The down levels, the width of every tensor they push on the skip stack, and the last width."""
+        down = nn.ModuleList()
+        skip_chs = [self.base_channels]
+        ch = self.base_channels
         for level, mult in enumerate(mults):
             blocks = nn.ModuleList()
-            out_ch = base_channels * mult
+            out_ch = self.base_channels * mult
             for _ in range(num_res_blocks):
                 blocks.append(ResBlock(in_ch=ch, out_ch=out_ch, temb_dim=temb_dim, dropout=dropout))
                 ch = out_ch
@@ -184,16 +193,15 @@ class UNet(nn.Module):
             if level != len(mults) - 1:
                 blocks.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skip_chs.append(ch)
-            self.down.append(blocks)
+            down.append(blocks)
+        return down, skip_chs, ch
 
-        self.mid1 = ResBlock(in_ch=ch, out_ch=ch, temb_dim=temb_dim, dropout=dropout)
-        self.mid_attn = AttnBlock(ch) if attention or attn_sizes is not None else nn.Identity()
-        self.mid2 = ResBlock(in_ch=ch, out_ch=ch, temb_dim=temb_dim, dropout=dropout)
-
-        self.up = nn.ModuleList()
+    def _up_path(self, mults, num_res_blocks, temb_dim, dropout, attends, skip_chs, ch) -> tuple[nn.ModuleList, int]:
+        """The up levels, each residual block reading one skip tensor; and the last width."""
+        up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(mults))):
             blocks = nn.ModuleList()
-            out_ch = base_channels * mult
+            out_ch = self.base_channels * mult
             for _ in range(num_res_blocks + 1):
                 blocks.append(
                     ResBlock(in_ch=ch + skip_chs.pop(), out_ch=out_ch, temb_dim=temb_dim, dropout=dropout)
@@ -204,11 +212,9 @@ class UNet(nn.Module):
             if level != 0:
                 blocks.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 blocks.append(nn.Conv2d(ch, ch, 3, padding=1))
-            self.up.append(blocks)
+            up.append(blocks)
         assert not skip_chs, "skip connections unbalanced"
-
-        self.norm_out = _norm(ch)
-        self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
+        return up, ch
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         factor = 2 ** (self.num_levels - 1)
@@ -327,3 +333,24 @@ class MLPDenoiser(nn.Module):
         for blk in self.blocks:
             h = h + blk["fc2"](F.silu(blk["fc1"](F.silu(h)) + blk["tproj"](temb)[index]))
         return self.out(F.silu(h)).reshape(shape)
+
+
+def unet(*, data_shape: Sequence[int], timesteps: int | None = None, base_channels: int = 32,
+         channel_mults: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1, attention: bool = False,
+         attention_resolutions: Sequence[int] | None = None, dropout: float = 0.0) -> UNet:
+    """:class:`UNet` for ``(C, H, W)`` data (``timesteps`` is not needed: the embedding is sinusoidal)."""
+    net = UNet(in_channels=int(data_shape[0]), base_channels=int(base_channels),
+               channel_mults=tuple(int(m) for m in channel_mults), num_res_blocks=int(num_res_blocks),
+               attention=bool(attention), dropout=float(dropout), attention_resolutions=attention_resolutions,
+               resolution=int(data_shape[1]))
+    net.arch = "unet"  # the name checkpoints record (DDPM.arch)
+    return net
+
+
+def mlp_denoiser(*, data_shape: Sequence[int], timesteps: int, hidden: int = 256, num_layers: int = 3,
+                 time_embedding: str = "sinusoidal", input_embedding: str = "fourier") -> MLPDenoiser:
+    """:class:`MLPDenoiser` for ``(D,)`` data."""
+    net = MLPDenoiser(data_dim=math.prod(data_shape), timesteps=int(timesteps), hidden=int(hidden),
+                      num_layers=int(num_layers), time_embedding=time_embedding, input_embedding=input_embedding)
+    net.arch = "mlp"  # the name checkpoints record (DDPM.arch)
+    return net

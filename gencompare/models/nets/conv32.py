@@ -7,7 +7,7 @@ resolution), 1 or 3 channels; the families pick them with ``arch: auto``.
 - :class:`ConvEncoder32` / :class:`ConvDecoder32`: the VAE's encoder and decoder, three
   stride-2 convolutions each way (32 -> 16 -> 8 -> 4) and a fully connected layer.
 
-:func:`init_dcgan` is also the 28x28 DCGAN's initialisation (:mod:`gencompare.models.gan`).
+:func:`init_dcgan` is also the 28x28 DCGAN's initialisation (:mod:`.dcgan`).
 """
 from __future__ import annotations
 
