@@ -395,7 +395,7 @@ def _name_jobs_by_swept_values(args: list[str]) -> list[str]:
 def train_command() -> None:
     from gencompare import config  # noqa: F401 - registers the schemas
     from gencompare import sweep_dirs  # noqa: F401 - the resolver hydra.sweep.subdir uses
-    from gencompare.seeds import train  # one seed, or trainer.seed_batch seeds stacked
+    from gencompare.train.seeds import train  # one seed, or trainer.seed_batch seeds stacked
 
     _report_errors(precheck)("train", sys.argv[1:])
     if not _is_multirun(sys.argv[1:]):

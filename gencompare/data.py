@@ -68,7 +68,7 @@ class DataBundle:
         class_names: names of the classes, where the data has them (CIFAR-10, folders).
         seeded: True where the data itself is drawn from the run seed (the 2D mixtures), so
             that runs of other seeds train and are scored on other draws (a seed batch loads
-            each member's own, :mod:`gencompare.seeds`).
+            each member's own, :mod:`gencompare.train.seeds`).
     """
 
     name: str

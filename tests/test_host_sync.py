@@ -13,7 +13,8 @@ import torch
 
 from gencompare.errors import GencompareError
 from gencompare.models.gan import GAN
-from gencompare.runner import Trainer, train
+from gencompare.train.loop import Loop
+from gencompare.train.train import train
 
 # torch.optim reads its per-parameter step counts, which it keeps as CPU tensors even when
 # the parameters live on a GPU (not capturable): a host read that is no device sync
@@ -60,14 +61,14 @@ class HostReadCounter:
                 return _original(tensor, *args, **kwargs)
 
             monkeypatch.setattr(torch.Tensor, name, counted)
-        step = Trainer.training_step
+        step = Loop.training_step
 
-        def training_step(trainer):
-            self.phase = ("step", trainer.step + 1)
-            step(trainer)
-            self.phase = ("duties", trainer.step)
+        def training_step(loop):
+            self.phase = ("step", loop.step + 1)
+            step(loop)
+            self.phase = ("duties", loop.step)
 
-        monkeypatch.setattr(Trainer, "training_step", training_step)
+        monkeypatch.setattr(Loop, "training_step", training_step)
 
 
 @pytest.mark.parametrize(("family", "dataset", "fast"), CASES, ids=CASE_IDS)
@@ -92,15 +93,15 @@ def test_cuda_plain_steps_do_not_synchronize(compose, monkeypatch, family, datas
     """torch raises on any synchronizing call while sync debug mode is "error"; it is
     switched on around every step that is neither a log nor a checkpoint step."""
     cfg = compose(f"model={family}", f"dataset={dataset}", *fast, *SCHEDULE, "device=cuda")
-    step = Trainer.training_step
+    step = Loop.training_step
     plain = {1, 2, 3, 5, 7, 9, 10, 11}
 
-    def training_step(trainer):
-        guarded = trainer.step + 1 in plain and trainer.step > 0  # step 1 allocates (cudaMalloc syncs)
+    def training_step(loop):
+        guarded = loop.step + 1 in plain and loop.step > 0  # step 1 allocates (cudaMalloc syncs)
         with _sync_debug("error") if guarded else contextlib.nullcontext():
-            step(trainer)
+            step(loop)
 
-    monkeypatch.setattr(Trainer, "training_step", training_step)
+    monkeypatch.setattr(Loop, "training_step", training_step)
     metrics = train(cfg)
     assert metrics["steps"] == 12 and metrics["device"].startswith("cuda")
 

@@ -24,7 +24,7 @@ from gencompare.models.nade import build as build_nade
 from gencompare.models.pixels import LOG_256, discretized_logistic_log_likelihood
 from gencompare.models.unet import UNet
 from gencompare.models.vae import VAE
-from gencompare.runner import train
+from gencompare.train.train import train
 from image_data import write_fake_cifar10, write_png_folder
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)

@@ -19,7 +19,7 @@ from gencompare.record import (
     read_metrics,
     trim_history,
 )
-from gencompare.runner import train
+from gencompare.train.train import train
 
 # a metrics.json as gencompare wrote it before schema_version existed (digits, eval merged in)
 V1 = {

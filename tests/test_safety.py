@@ -19,7 +19,7 @@ from conftest import compose_train, run_cli
 from gencompare.checkpoint import load_checkpoint
 from gencompare.errors import GencompareError
 from gencompare.record import RunDir
-from gencompare.runner import train
+from gencompare.train.train import train
 
 TINY = ["model=gan", "dataset=ring8", "logger=none", "trainer.progress=false", "metrics=none"]
 WALL_CLOCK = {"train_time_s", "steps_per_s", "samples_per_s", "sample_time_1000_s"}
