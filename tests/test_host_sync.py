@@ -131,3 +131,25 @@ def test_a_diverged_loss_stops_at_the_next_log_step_naming_its_step(compose, mon
     cfg = compose("model=gan", "dataset=ring8", *SCHEDULE, "trainer.log_every=8", "trainer.checkpoint_every=100")
     with pytest.raises(GencompareError, match=r"loss became nan at step 6; lower the learning rate"):
         train(cfg)
+
+
+def test_a_nan_discriminator_loss_stops_the_run_naming_its_step(compose, monkeypatch):
+    """The check sees every optimizer's loss of a step, not only the last one's: a
+    discriminator loss that is NaN at step 6 stops the run at the next log step, naming
+    step 6. Its gradient stays finite, so the generator's loss of that step (the last
+    optimizer's) stays finite too: a check of the last loss alone lets the run finish."""
+    original = GAN.training_step
+    d_steps = []
+
+    def nan_discriminator_loss_at_step_6(self, batch, name):
+        loss, logs = original(self, batch, name)
+        if name == "discriminator":
+            if len(d_steps) == 5:  # one discriminator step a step (k = 1): the 6th step's
+                loss = loss + loss.detach() * float("nan")  # the value NaN, the gradient the loss's own
+            d_steps.append(name)
+        return loss, logs
+
+    monkeypatch.setattr(GAN, "training_step", nan_discriminator_loss_at_step_6)
+    cfg = compose("model=gan", "dataset=ring8", *SCHEDULE, "trainer.log_every=8", "trainer.checkpoint_every=100")
+    with pytest.raises(GencompareError, match=r"loss became nan at step 6; lower the learning rate"):
+        train(cfg)
