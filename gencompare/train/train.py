@@ -42,15 +42,12 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
         cfg: the composed ``conf/train.yaml``.
         bundle: data already prepared on the device (stacked seeds share theirs).
         stop: the signal handling of a caller that installed it already.
-        start: how the run begins (its config files, its resume line, its W&B history):
-            :class:`RunStart` unless a caller hands over a run it trained.
-
+        start: how the run begins (:class:`RunStart` unless a caller hands over a run it trained).
     Returns:
         The dict written to ``<run dir>/metrics.json`` (:class:`gencompare.record.RunMetrics`).
     Raises:
-        GencompareError: bad input (values, device, data, resume state), reported by the CLI
-            as one line; ``SystemExit(130 | 143)`` after SIGINT / SIGTERM, once the
-            checkpoint is saved (anywhere from start-up to metrics.json).
+        GencompareError: bad input (values, device, data, resume state), one line in the CLI;
+            ``SystemExit(130 | 143)`` after SIGINT / SIGTERM, once the checkpoint is saved.
     """
     if stop is None:
         return interruptible(lambda stop: train(cfg, bundle=bundle, stop=stop, start=start))
@@ -59,13 +56,8 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
     check_config(cfg)
     check_one_seed(cfg)
     device = resolve_device(cfg.device.name)
-    run = RunDir(run_dir_of(cfg))
-    run.check_folders()
-    state = checkpoint_to_resume(cfg, run)
-    if state is None:
-        run = claim_run_dir(cfg, run)
-    if cfg.trainer.precision == "bf16" and device.type != "cuda":
-        console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
+    run, state = open_run_dir(cfg)
+    warn_precision(cfg, device)
     seed_everything(int(cfg.seed))
     bundle = bundle if bundle is not None else prepare_data(cfg)
     model = build_model(cfg, bundle).to(device)
@@ -76,11 +68,7 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
     bundle.to(device)
     loop = build_loop(cfg, model, bundle, state, run, start)
     start.write_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
-    parameters = {name: count_parameters(net) for name, net in model.networks().items()}
-    console.print(f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/] ({bundle.sizes()['train']} train) on "
-                  f"{device}, {sum(parameters.values()):,} parameters, run dir {run.path}")
-    for line in trim_history(run.history, loop.step) if state is not None else []:
-        console.print(f"[yellow]warning:[/] {line}")
+    parameters = announce(cfg, model, bundle, run, device, trimmed=state is not None, step=loop.step)
 
     hint = f"continue with the same command plus hydra.run.dir={run.path} trainer.resume=true"
     config = _config.to_container(cfg)
@@ -90,29 +78,20 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
                       resume_id=state.wandb_id if state is not None else None) as tracker:
         start.replay(tracker, run)
         tracker.summary({"variant": bundle.variant, **{f"parameters/{k}": v for k, v in parameters.items()}})
-        grid, evaluation = GridCallback(cfg, bundle, run, tracker), EvalCallback(cfg, bundle, run, tracker)
+        grid = GridCallback(cfg, bundle, run, tracker)
         checkpoint = CheckpointCallback(run, tracker, int(cfg.trainer.checkpoint_every), family=cfg.model.name,
                                         variant=bundle.variant, config=config, data_shape=list(bundle.shape),
                                         arch=getattr(model, "arch", None))
         # the loop
         stop.where = f"at step {loop.step}/{loop.max_steps}; no new checkpoint; {hint}"
         with run.history.open("a") as history, saying_where_on_stop(stop, loop, run.checkpoint, hint, tracker):
-            loop.callbacks = [LogCallback(run, history, tracker, int(cfg.trainer.batch_size)), grid, evaluation,
-                              checkpoint]
+            loop.callbacks = [LogCallback(run, history, tracker, int(cfg.trainer.batch_size)), grid,
+                              EvalCallback(cfg, bundle, run, tracker), checkpoint]
             loop.run(stop, f"{cfg.model.name}/{bundle.variant}", progress=bool(cfg.trainer.progress))
 
         # finish: the final grid, the evaluation, metrics.json
         stop.where = f"after training ({loop.step} steps, checkpoint saved); {hint} to draw the final grid and evaluate"
-        # 2D points: the final scatter plot shows the samples the evaluation scores, drawn
-        # once (a DDPM's 2,500 ancestral samples cost ~30 s of a CPU core: drawn twice before)
-        drawn = None
-        if bundle.kind == "points" and metrics_enabled(cfg):
-            drawn = evaluation_samples(cfg.metrics, model, bundle.kind, int(cfg.seed))
-        metrics = run_metrics(cfg, loop, bundle, run, parameters,
-                              grid.write(loop, "samples", None if drawn is None else drawn[0]))
-        metrics.extra.update(state.provenance() if state is not None else {})
-        results = evaluate_after_training(cfg, model, bundle, run, tracker, loop.step, drawn=drawn)
-        return finish(metrics, results, cfg, run, tracker, loop.step)
+        return finish(cfg, loop, bundle, run, tracker, grid, parameters, state)
 
 
 class RunStart:
@@ -156,6 +135,32 @@ def saying_where_on_stop(stop: StopRequest, loop: Loop, checkpoint: Path, hint: 
         stop.where = (f"at step {loop.step}/{loop.max_steps}; "
                       f"{'checkpoint saved to ' + str(checkpoint) if saved else 'no new checkpoint'}; {hint}")
         raise
+
+
+def open_run_dir(cfg: DictConfig) -> tuple[RunDir, TrainState | None]:
+    """The run dir and the state it continues (``trainer.resume=true``), or the dir claimed
+    for a new run and None (see :func:`checkpoint_to_resume`, :func:`claim_run_dir`)."""
+    run = RunDir(run_dir_of(cfg))
+    run.check_folders()
+    state = checkpoint_to_resume(cfg, run)
+    return (run, state) if state is not None else (claim_run_dir(cfg, run), None)
+
+
+def warn_precision(cfg: DictConfig, device) -> None:
+    if cfg.trainer.precision == "bf16" and device.type != "cuda":
+        console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
+
+
+def announce(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir, device, *, trimmed: bool,
+             step: int) -> dict[str, int]:
+    """Say what trains where; on a resumed run, drop the history lines logged after its
+    checkpoint (warning of any partial one). Returns the parameter count of each network."""
+    parameters = {name: count_parameters(net) for name, net in model.networks().items()}
+    console.print(f"[bold]{cfg.model.name}[/] on [bold]{bundle.variant}[/] ({bundle.sizes()['train']} train) on "
+                  f"{device}, {sum(parameters.values()):,} parameters, run dir {run.path}")
+    for line in trim_history(run.history, step) if trimmed else []:
+        console.print(f"[yellow]warning:[/] {line}")
+    return parameters
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -242,15 +247,25 @@ def run_metrics(cfg: DictConfig, loop: Loop, bundle: DataBundle, run: RunDir, pa
     )
 
 
-def finish(metrics: RunMetrics, results: dict[str, Any], cfg: DictConfig, run: RunDir, tracker: Tracker,
-           steps: int) -> dict[str, Any]:
-    """Write ``metrics.json`` with the final evaluation ``results``, hand the summary and the
-    run's files to the tracker, say done; returns the dict written."""
+def finish(cfg: DictConfig, loop: Loop, bundle: DataBundle, run: RunDir, tracker: Tracker, grid: GridCallback,
+           parameters: dict[str, int], state: TrainState | None) -> dict[str, Any]:
+    """The final grid, the final evaluation and ``metrics.json``; the summary and the run's
+    files to the tracker. Returns the dict written."""
+    model = loop.model
+    # 2D points: the final scatter plot shows the samples the evaluation scores, drawn
+    # once (a DDPM's 2,500 ancestral samples cost ~30 s of a CPU core: drawn twice before)
+    drawn = None
+    if bundle.kind == "points" and metrics_enabled(cfg):
+        drawn = evaluation_samples(cfg.metrics, model, bundle.kind, int(cfg.seed))
+    metrics = run_metrics(cfg, loop, bundle, run, parameters,
+                          grid.write(loop, "samples", None if drawn is None else drawn[0]))
+    metrics.extra.update(state.provenance() if state is not None else {})
+    results = evaluate_after_training(cfg, model, bundle, run, tracker, loop.step, drawn=drawn)
     metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None
     metrics.wandb = tracker.reference()
     write_metrics(metrics, run.metrics)
     out = metrics.to_dict()
     tracker.summary(summary_of(out))
     log_run_artifacts(tracker, run, out, model=bool(cfg.logger.get("log_model", True)))
-    console.print(f"[green]done[/]: {steps} steps in {metrics.train_time_s:.1f} s; {run.metrics}")
+    console.print(f"[green]done[/]: {loop.step} steps in {metrics.train_time_s:.1f} s; {run.metrics}")
     return out
