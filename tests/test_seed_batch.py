@@ -235,3 +235,15 @@ def test_cli_members_record_their_own_command(tmp_path, data_dir):
     assert "seed=6" in overrides and "seed_batch" not in overrides and "seed=5" not in overrides
     assert (member / ".hydra" / "config.yaml").is_file()
     assert json.loads((member / "metrics.json").read_text())["seed"] == 6
+
+
+def test_a_nan_loss_of_one_member_stops_the_batch_naming_its_step():
+    """Stacked losses are ``(S,)`` per optimizer: a NaN of one member is reported as one line
+    with its step and value, as for one run (the check took ``float`` of the whole row before)."""
+    from gencompare.train.loop import LogWindow
+
+    window = LogWindow()
+    window.add(1, [torch.tensor([0.5, 0.7]), torch.tensor([0.6, 0.8])], {})
+    window.add(2, [torch.tensor([0.5, float("nan")]), torch.tensor([0.6, 0.8])], {})
+    with pytest.raises(GencompareError, match=r"^loss became nan at step 2; lower the learning rate"):
+        window.check_finite()
