@@ -8,7 +8,7 @@
     .venv/bin/python benchmarks/families.py --dataset cifar10 --families ddpm --set ddpm:experiment=ddpm_cifar10
 
 For each family it composes ``conf/train.yaml`` (``logger=none metrics=none``), trains
-``--steps`` steps with :func:`gencompare.runner.train` (so the step is exactly the one
+``--steps`` steps with :func:`gencompare.train.train.train` (so the step is exactly the one
 ``gencompare train`` runs, on the device ``device=auto`` picks) and reads ``steps_per_s``
 from the run's metrics.json; then it reloads the model from the run's checkpoint and times
 :func:`gencompare.evaluate.draw_samples` for ``--samples`` samples (CUDA synchronised).
@@ -45,7 +45,7 @@ from gencompare.build import build_model, prepare_data, resolve_device  # noqa: 
 from gencompare.checkpoint import load_checkpoint  # noqa: E402
 from gencompare.errors import GencompareError  # noqa: E402
 from gencompare.record import RunDir  # noqa: E402
-from gencompare.runner import train  # noqa: E402
+from gencompare.train.train import train  # noqa: E402
 
 
 def family_overrides(family: str, extra: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ same number of steps:
 
 - **bare**: a plain loop: sample a batch, ``training_step``, ``zero_grad``, ``backward``,
   ``step`` per optimizer, ``on_train_batch_end``; nothing logged, nothing checked.
-- **runner**: :func:`gencompare.runner.train` with ``logger=none metrics=none`` and the
+- **runner**: :func:`gencompare.train.train.train` with ``logger=none metrics=none`` and the
   default duties (log every 50 steps with gradient norms and the finiteness check, a
   checkpoint at the end); its time is the loop's own (``steps / steps_per_s`` of its
   metrics.json: data and model set-up, the final grid and evaluation excluded).
@@ -39,7 +39,7 @@ import gencompare.config  # noqa: E402,F401 - registers the schema
 from gencompare.build import build_model, prepare_data, resolve_device  # noqa: E402
 from gencompare.checkpoint import seed_everything  # noqa: E402
 from gencompare.data import binarize  # noqa: E402
-from gencompare.runner import train  # noqa: E402
+from gencompare.train.train import train  # noqa: E402
 
 import results_file  # noqa: E402 - benchmarks/results_file.py, beside this script
 

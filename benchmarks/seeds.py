@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/seeds.py [--threads 1] [--members 1,2,5,10] [--device auto]
 
 For each family on ring8 and each S, both sides train the same seeds (0..S-1) for the same
-number of steps through the real entry points: :func:`gencompare.seeds.train_seed_batch`
-(S = 1: :func:`gencompare.runner.train`) and S calls of :func:`gencompare.runner.train`.
+number of steps through the real entry points: :func:`gencompare.train.seeds.train_seed_batch`
+(S = 1: :func:`gencompare.train.train.train`) and S calls of :func:`gencompare.train.train.train`.
 The time compared is the training loop's alone (``train_time_s`` of metrics.json): set-up,
 the final grid and the evaluation are excluded (``metrics=none``; the DDPM draws its grid with
 10 DDIM steps, which its training never uses). Writes
@@ -28,8 +28,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import gencompare.config  # noqa: E402,F401 - registers the schema
 from gencompare.build import resolve_device  # noqa: E402
-from gencompare.runner import train  # noqa: E402
-from gencompare.seeds import train_seed_batch  # noqa: E402
+from gencompare.train.train import train  # noqa: E402
+from gencompare.train.seeds import train_seed_batch  # noqa: E402
 
 import results_file  # noqa: E402 - benchmarks/results_file.py, beside this script
 

@@ -1,6 +1,6 @@
 """From a composed config to the objects a run needs: the device, the data and the model.
 
-Shared by ``train`` (:mod:`gencompare.runner`) and ``eval`` (:mod:`gencompare.evaluate`).
+Shared by ``train`` (:mod:`gencompare.train`) and ``eval`` (:mod:`gencompare.evaluate`).
 """
 from __future__ import annotations
 

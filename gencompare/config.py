@@ -47,7 +47,7 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     compile: bool = False  # torch.compile each of the family's networks (Module.compile: same state_dict)
-    seed_batch: int = 1    # S > 1: seeds seed..seed+S-1 trained stacked in one process (gencompare.seeds)
+    seed_batch: int = 1    # S > 1: seeds seed..seed+S-1 trained stacked in one process (gencompare.train.seeds)
     lr_warmup_steps: int = 0  # N > 0: every learning rate scaled by min(step / N, 1) (Ho et al. 2020's warm-up)
 
 

@@ -18,7 +18,7 @@ from gencompare.build import load_run_model
 from gencompare.errors import GencompareError
 from gencompare.plots import save_samples
 from gencompare.record import RunDir, atomic_write
-from gencompare.runner import grid_samples
+from gencompare.train.callbacks import grid_samples
 from gencompare.terminal import console
 
 

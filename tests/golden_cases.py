@@ -108,7 +108,7 @@ def measure(case: Case, run_dir: Path, data_dir: Path, *, threads: int = 1) -> d
 
     import gencompare.config  # noqa: F401 - registers the schemas
     from gencompare.build import prepare_data
-    from gencompare.seeds import train
+    from gencompare.train.seeds import train
 
     conf = str(Path(__file__).resolve().parent.parent / "conf")
     overrides = [*COMMON, *case.overrides, f"paths.output_dir={run_dir}", f"paths.data_dir={data_dir}",

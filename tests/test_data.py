@@ -1,7 +1,6 @@
 """The data layer: real data offline, the documented splits, mixtures, binarization."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

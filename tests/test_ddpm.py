@@ -308,16 +308,16 @@ def test_denoiser_trains_on_pixels_in_minus_one_one_at_every_step(monkeypatch):
 def test_stacked_members_feed_their_denoisers_minus_one_one_pixels(monkeypatch):
     """The same under seed batching (trainer.seed_batch): each member's denoiser is fed its
     own batch rescaled to [-1, 1], at the first stacked step and every later one."""
-    from gencompare.seeds import MemberStack
+    from gencompare.train.stacked import StackedSeeds
 
     torch.manual_seed(0)
     members = [small_unet(timesteps=50) for _ in range(2)]
-    stack = MemberStack(members)
-    stack.model.read_host_state()  # as SeedBatchTrainer does before its first step
+    stack = StackedSeeds(members)
+    stack.read_host_state()  # as the seed batch does before its first step
     t, eps = 9, -0.7
     _denoiser_sees_its_input(stack.model, monkeypatch, t=t, eps=eps)
     for step in range(2):
         batches = torch.rand(2, 3, 1, 28, 28)
-        losses, _ = stack.training_step(batches, "model")
+        losses, _ = stack.loss(batches, "model")
         expected = torch.stack([_expected_loss(stack.model, b, t=t, eps=eps).mean() for b in batches])
         torch.testing.assert_close(losses, expected, rtol=1e-6, atol=1e-7, msg=f"step {step}")

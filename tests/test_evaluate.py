@@ -101,12 +101,14 @@ def test_2d_final_scatter_plot_shows_the_scored_samples_drawn_once(tmp_path, dat
     once: a DDPM's 1,000-step ancestral sampler made a second draw cost ~30 s of a CPU core
     per run. The modes in metrics.json are those of the plotted points."""
     from conftest import compose_train
-    from gencompare import evaluate, runner
+    from gencompare import evaluate
     from gencompare.data import mixture_means
     from gencompare.metrics.mode_coverage import mixture_coverage
+    from gencompare.train import callbacks
+    from gencompare.train.train import train
 
     draws, plotted = [], []
-    real_draw, real_save = evaluate.draw_samples, runner.save_samples
+    real_draw, real_save = evaluate.draw_samples, callbacks.save_samples
 
     def counting_draw(model, n, batch_size, seed):
         out = real_draw(model, n, batch_size, seed)
@@ -118,11 +120,11 @@ def test_2d_final_scatter_plot_shows_the_scored_samples_drawn_once(tmp_path, dat
         return real_save(samples, path, **kw)
 
     monkeypatch.setattr(evaluate, "draw_samples", counting_draw)
-    monkeypatch.setattr(runner, "save_samples", keeping_save)
-    monkeypatch.setattr(runner, "grid_samples", lambda *a, **k: pytest.fail("the final 2D grid drew its own samples"))
+    monkeypatch.setattr(callbacks, "save_samples", keeping_save)
+    monkeypatch.setattr(callbacks, "grid_samples", lambda *a, **k: pytest.fail("the final 2D grid drew its own samples"))
     cfg = compose_train(tmp_path / "r", data_dir, "model=gan", "dataset=ring8", "trainer.max_steps=4", "metrics=default",
                         "metrics.likelihood.enabled=false")
-    out = runner.train(cfg)
+    out = train(cfg)
     assert [len(d) for d in draws] == [2500]
     assert len(plotted) == 1 and plotted[0] is draws[0]
     assert (tmp_path / "r" / out["sample_grid"]).stat().st_size > 0

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import gencompare.config  # noqa: F401 - registers the schema
-from gencompare.runner import train
+from gencompare.train.train import train
 from conftest import CONF_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,8 @@ import torch
 
 from gencompare.errors import GencompareError
 from gencompare.models.gan import GAN
-from gencompare.runner import Trainer, train
+from gencompare.train.loop import Loop
+from gencompare.train.train import train
 
 # torch.optim reads its per-parameter step counts, which it keeps as CPU tensors even when
 # the parameters live on a GPU (not capturable): a host read that is no device sync
@@ -60,14 +61,14 @@ class HostReadCounter:
                 return _original(tensor, *args, **kwargs)
 
             monkeypatch.setattr(torch.Tensor, name, counted)
-        step = Trainer.training_step
+        step = Loop.training_step
 
-        def training_step(trainer):
-            self.phase = ("step", trainer.step + 1)
-            step(trainer)
-            self.phase = ("duties", trainer.step)
+        def training_step(loop):
+            self.phase = ("step", loop.step + 1)
+            step(loop)
+            self.phase = ("duties", loop.step)
 
-        monkeypatch.setattr(Trainer, "training_step", training_step)
+        monkeypatch.setattr(Loop, "training_step", training_step)
 
 
 @pytest.mark.parametrize(("family", "dataset", "fast"), CASES, ids=CASE_IDS)
@@ -92,15 +93,15 @@ def test_cuda_plain_steps_do_not_synchronize(compose, monkeypatch, family, datas
     """torch raises on any synchronizing call while sync debug mode is "error"; it is
     switched on around every step that is neither a log nor a checkpoint step."""
     cfg = compose(f"model={family}", f"dataset={dataset}", *fast, *SCHEDULE, "device=cuda")
-    step = Trainer.training_step
+    step = Loop.training_step
     plain = {1, 2, 3, 5, 7, 9, 10, 11}
 
-    def training_step(trainer):
-        guarded = trainer.step + 1 in plain and trainer.step > 0  # step 1 allocates (cudaMalloc syncs)
+    def training_step(loop):
+        guarded = loop.step + 1 in plain and loop.step > 0  # step 1 allocates (cudaMalloc syncs)
         with _sync_debug("error") if guarded else contextlib.nullcontext():
-            step(trainer)
+            step(loop)
 
-    monkeypatch.setattr(Trainer, "training_step", training_step)
+    monkeypatch.setattr(Loop, "training_step", training_step)
     metrics = train(cfg)
     assert metrics["steps"] == 12 and metrics["device"].startswith("cuda")
 
@@ -127,6 +128,28 @@ def test_a_diverged_loss_stops_at_the_next_log_step_naming_its_step(compose, mon
 
     monkeypatch.setattr(GAN, "_test_calls", 0, raising=False)
     monkeypatch.setattr(GAN, "training_step", nan_from_step_6)
+    cfg = compose("model=gan", "dataset=ring8", *SCHEDULE, "trainer.log_every=8", "trainer.checkpoint_every=100")
+    with pytest.raises(GencompareError, match=r"loss became nan at step 6; lower the learning rate"):
+        train(cfg)
+
+
+def test_a_nan_discriminator_loss_stops_the_run_naming_its_step(compose, monkeypatch):
+    """The check sees every optimizer's loss of a step, not only the last one's: a
+    discriminator loss that is NaN at step 6 stops the run at the next log step, naming
+    step 6. Its gradient stays finite, so the generator's loss of that step (the last
+    optimizer's) stays finite too: a check of the last loss alone lets the run finish."""
+    original = GAN.training_step
+    d_steps = []
+
+    def nan_discriminator_loss_at_step_6(self, batch, name):
+        loss, logs = original(self, batch, name)
+        if name == "discriminator":
+            if len(d_steps) == 5:  # one discriminator step a step (k = 1): the 6th step's
+                loss = loss + loss.detach() * float("nan")  # the value NaN, the gradient the loss's own
+            d_steps.append(name)
+        return loss, logs
+
+    monkeypatch.setattr(GAN, "training_step", nan_discriminator_loss_at_step_6)
     cfg = compose("model=gan", "dataset=ring8", *SCHEDULE, "trainer.log_every=8", "trainer.checkpoint_every=100")
     with pytest.raises(GencompareError, match=r"loss became nan at step 6; lower the learning rate"):
         train(cfg)

@@ -21,7 +21,7 @@ from gencompare.models.base import count_parameters
 from gencompare.models.nade import build as build_nade
 from gencompare.models.pixels import LOG_256, discretized_logistic_log_likelihood
 from gencompare.models.nets.unet import UNet
-from gencompare.runner import train
+from gencompare.train.train import train
 from image_data import write_fake_cifar10, write_png_folder
 from model_configs import from_config
 

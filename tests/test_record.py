@@ -13,14 +13,13 @@ from gencompare.record import (
     MixtureCoverage,
     RecordError,
     RunDir,
-    RunMetrics,
     atomic_write,
     flatten,
     read_metrics,
     trim_history,
 )
 from gencompare.models.gan import GAN
-from gencompare.runner import train
+from gencompare.train.train import train
 
 # a metrics.json as gencompare wrote it before schema_version existed (digits, eval merged in)
 V1 = {

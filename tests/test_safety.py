@@ -19,7 +19,7 @@ from conftest import compose_train, run_cli
 from gencompare.checkpoint import load_checkpoint
 from gencompare.errors import GencompareError
 from gencompare.record import RunDir
-from gencompare.runner import train
+from gencompare.train.train import train
 from gencompare.trust import check_targets, is_safe_target, search_path, trusted_targets
 
 TINY = ["model=gan", "dataset=ring8", "logger=none", "trainer.progress=false", "metrics=none"]

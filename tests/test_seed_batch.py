@@ -1,4 +1,4 @@
-"""Seed batching (``trainer.seed_batch``, gencompare/seeds.py): S seeds trained stacked are S
+"""Seed batching (``trainer.seed_batch``, gencompare/train/seeds.py): S seeds trained stacked are S
 ordinary runs: their own run dirs and records, the distribution of results of S separate
 runs, a bit-identical resume, per-member clipping, and one line where a model cannot stack."""
 from __future__ import annotations
@@ -15,8 +15,9 @@ from gencompare.checkpoint import load_checkpoint, seed_everything
 from gencompare.build import build_model, prepare_data
 from gencompare.errors import GencompareError
 from gencompare.report.runs import find_run_dirs, load_run
-from gencompare.runner import train
-from gencompare.seeds import MemberStack, build_members, clip_members, member_dir, train_seed_batch
+from gencompare.train.train import train
+from gencompare.train.seeds import build_members, member_dir, train_seed_batch
+from gencompare.train.stacked import StackedSeeds, clip_members
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +37,7 @@ def test_members_start_from_their_own_runs_weights_and_data(compose):
     drawn from the run seed, so member i trains on (and is scored against) seed i's draw."""
     cfg = compose("model=gan", "dataset=ring8", "seed=3", "trainer.seed_batch=3")
     _, bundles, members = build_members(cfg)
-    stack = MemberStack(members)
+    stack = StackedSeeds(members)
     for i, s in enumerate((3, 4, 5)):
         alone_cfg = compose("model=gan", "dataset=ring8", f"seed={s}")
         seed_everything(s)
@@ -170,7 +171,7 @@ def test_a_model_that_cannot_stack_trains_its_seeds_in_turn(compose, tmp_path, m
     """trainer.compile refuses today; a family's refusal takes the same path."""
     from gencompare.models.gan import GAN
 
-    monkeypatch.setattr(GAN, "seed_batch_refusal", lambda self: "this GAN's reason")
+    monkeypatch.setattr(GAN, "seed_batch_refusal", lambda self: "this GAN's reason", raising=False)
     out = tmp_path / "u_s0"
     result = train_seed_batch(compose("model=gan", "dataset=ring8", "trainer.seed_batch=2", run_dir=out))
     said = " ".join(capsys.readouterr().err.split())  # the console folds long lines
@@ -208,8 +209,8 @@ def test_unrolled_gan_members_step_as_their_separate_runs(compose, monkeypatch, 
 
     for i, model in enumerate(alone):
         steps(model, model.training_step, lambda t, i=i: batches[t][i])
-    stack = MemberStack(members)
-    steps(stack.model, stack.training_step, lambda t: batches[t])
+    stack = StackedSeeds(members)
+    steps(stack.model, stack.loss, lambda t: batches[t])
     for i, model in enumerate(alone):
         mine = stack.member_state(i)
         for k, v in model.state_dict().items():
@@ -234,3 +235,15 @@ def test_cli_members_record_their_own_command(tmp_path, data_dir):
     assert "seed=6" in overrides and "seed_batch" not in overrides and "seed=5" not in overrides
     assert (member / ".hydra" / "config.yaml").is_file()
     assert json.loads((member / "metrics.json").read_text())["seed"] == 6
+
+
+def test_a_nan_loss_of_one_member_stops_the_batch_naming_its_step():
+    """Stacked losses are ``(S,)`` per optimizer: a NaN of one member is reported as one line
+    with its step and value, as for one run (the check took ``float`` of the whole row before)."""
+    from gencompare.train.loop import LogWindow
+
+    window = LogWindow()
+    window.add(1, [torch.tensor([0.5, 0.7]), torch.tensor([0.6, 0.8])], {})
+    window.add(2, [torch.tensor([0.5, float("nan")]), torch.tensor([0.6, 0.8])], {})
+    with pytest.raises(GencompareError, match=r"^loss became nan at step 2; lower the learning rate"):
+        window.check_finite()

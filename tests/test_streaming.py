@@ -16,7 +16,7 @@ from conftest import compose_train
 from gencompare.data import BatchStream, StreamedBatches, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.data import FolderImages, UnreadableImagesWarning
-from gencompare.runner import train
+from gencompare.train.train import train
 from image_data import write_png_folder
 
 
@@ -180,7 +180,7 @@ def test_streamed_training_equals_resident_training_with_the_same_metrics_and_re
 
 
 def test_seed_batch_members_each_stream_their_own_runs_batches(tmp_path, png_dir):
-    from gencompare import seeds
+    from gencompare.train import seeds
 
     for stream in ("false", "true"):
         cfg = compose_train(tmp_path / stream, tmp_path / "data", "model=gan", "dataset=image_folder",

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import gencompare.config  # noqa: F401 - registers the schema
-from gencompare import cli
+from gencompare import cli, precheck
 from gencompare.errors import GencompareError
 from conftest import CONF_DIR, run_cli
 
@@ -38,7 +38,7 @@ def test_missing_plugin_is_one_line_naming_the_extra(tmp_path, data_dir, monkeyp
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert "sweeper 'nope' is not installed" in lines[0] and "gencompare[sweep]" in lines[0]
     # the Optuna sweeper chosen inside hparams_search's defaults, on a machine without it
-    monkeypatch.setattr(cli, "_installed_plugins", lambda: {"hydra/sweeper": {"basic"}, "hydra/launcher": {"basic"}})
+    monkeypatch.setattr(precheck, "_installed_plugins", lambda: {"hydra/sweeper": {"basic"}, "hydra/launcher": {"basic"}})
     with pytest.raises(GencompareError, match=r"hparams_search=gan_ring8: the Hydra sweeper 'optuna' is not "
                                               r"installed \(installed: basic\); pip install 'gencompare\[sweep\]'"):
         cli.precheck("train", ["hparams_search=gan_ring8"])

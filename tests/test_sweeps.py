@@ -111,7 +111,7 @@ def test_experiment_defines_its_sweep(experiment, datasets, seeds):
     assert set(values["model"]) == {"gan", "vae", "nade", "ddpm"}
     cfg = compose_experiment(f"experiment={experiment}")
     assert set(values.get("dataset", [cfg.dataset.name])) == datasets
-    # seeds swept, or stacked in each job (trainer.seed_batch, gencompare/seeds.py)
+    # seeds swept, or stacked in each job (trainer.seed_batch, gencompare/train/seeds.py)
     assert len(values.get("seed", [cfg.seed])) * int(cfg.trainer.get("seed_batch") or 1) == seeds
     # the sweep dir, and so the W&B group of its jobs, is named after the experiment
     assert OmegaConf.to_container(raw.hydra.sweep)["dir"].endswith(f"_{experiment}")

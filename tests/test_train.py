@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FASHION_DIR, compose_train, needs_fashion, run_cli
+from conftest import compose_train, needs_fashion, run_cli
 from gencompare.errors import GencompareError
-from gencompare.runner import load_checkpoint, train
+from gencompare.checkpoint import load_checkpoint
+from gencompare.train.train import train
 
 FAMILIES = ["gan", "vae", "nade", "ddpm"]
 DATASETS = ["mnist", "ring8", "grid25", pytest.param("fashion_mnist", marks=needs_fashion)]

@@ -34,6 +34,7 @@ from gencompare.data.stream import (
     DynamicBinarization,
     EpochBatchSampler,
     RandomHFlip,
+    StackedStreams,
     StreamedBatches,
     epoch_order,
     random_hflip,
@@ -41,8 +42,6 @@ from gencompare.data.stream import (
 
 #: The loaders of conf/dataset/*.yaml; each is its config's schema (``schema/dataset/<config_name>``).
 BUILTIN_LOADERS = (MNIST, FashionMNIST, StackedMNIST, Ring8, Grid25, CIFAR10, ImageFolder)
-#: Their ``_target_`` names: what a run dir's config may build (gencompare.build.is_safe_target).
-LOADER_TARGETS = frozenset(target_of(cls) for cls in BUILTIN_LOADERS)
 
 
 def register_schemas() -> None:
@@ -58,9 +57,9 @@ def register_schemas() -> None:
 __all__ = [
     "DataBundle", "BINARIZATIONS", "DEFAULT_TABLE_ORDER", "binarize", "apply_binarization",
     "BatchStream", "StreamedBatches", "EpochBatchSampler", "epoch_order", "RandomHFlip", "DynamicBinarization",
-    "random_hflip", "DatasetLoader", "build_loader", "load_dataset", "target_of", "MNIST", "FashionMNIST",
+    "StackedStreams",    "random_hflip", "DatasetLoader", "build_loader", "load_dataset", "target_of", "MNIST", "FashionMNIST",
     "StackedMNIST", "MNIST_FILES", "OfflineSampleWarning", "load_mnist_offline_sample", "stack_digits",
     "GaussianMixture2D", "Ring8", "Grid25", "mixture_means", "sample_mixture", "CIFAR10", "CIFAR10_ARCHIVE",
-    "as_pixels", "ImageFolder", "FolderImages", "UnreadableImagesWarning", "BUILTIN_LOADERS", "LOADER_TARGETS",
+    "as_pixels", "ImageFolder", "FolderImages", "UnreadableImagesWarning", "BUILTIN_LOADERS",
     "register_schemas",
 ]

@@ -13,7 +13,7 @@ from torch import Tensor
 from gencompare.errors import GencompareError
 
 __all__ = ["BatchStream", "StreamedBatches", "EpochBatchSampler", "epoch_order", "Transform", "RandomHFlip",
-           "DynamicBinarization", "random_hflip", "unreadable_during_run"]
+           "DynamicBinarization", "StackedStreams", "random_hflip", "unreadable_during_run"]
 
 #: A batch transform: ``(B, *shape)`` -> same shape, drawing from the global RNG of the
 #: batch's device (never from the stream's own order generator).
@@ -121,6 +121,44 @@ class BatchStream:
 
     def __next__(self) -> Tensor:
         batch = self._draw()
+        for transform in self.transforms:
+            batch = transform(batch)
+        return batch
+
+    def __iter__(self):
+        return self
+
+
+class StackedStreams:
+    """The batches of S streams drawn together, ``(S, B, *data_shape)`` with stream i's at
+    ``[i]``, then passed through ``transforms`` as one batch: a transform draws its random
+    numbers for the whole stack at once (one ``torch.rand`` of ``(S, B)`` for the flip), as a
+    stack of seeds trained under ``torch.func.vmap`` draws every other random number. The
+    streams advance together, so batches drawn, epoch and epoch length are stream 0's.
+
+    Args:
+        streams: the S member streams, each without transforms of its own.
+        transforms: applied to each stacked batch in order
+            (:attr:`gencompare.data.DataBundle.transforms`).
+    """
+
+    def __init__(self, streams: Sequence[BatchStream], transforms: Sequence[Transform] = ()) -> None:
+        self.streams, self.transforms = list(streams), tuple(transforms)
+
+    @property
+    def batches_drawn(self) -> int:
+        return self.streams[0].batches_drawn
+
+    @property
+    def per_epoch(self) -> int:
+        return self.streams[0].per_epoch
+
+    @property
+    def epoch(self) -> int:
+        return self.streams[0].epoch
+
+    def __next__(self) -> Tensor:
+        batch = torch.stack([next(s) for s in self.streams])  # (S, B, *data_shape)
         for transform in self.transforms:
             batch = transform(batch)
         return batch

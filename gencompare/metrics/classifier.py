@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gencompare.images import as_pixels
+from gencompare.data import as_pixels
 
 __all__ = ["DigitClassifier", "train_classifier", "get_classifier", "classifier_key", "has_digit_classifier",
            "REQUIRED_ACCURACY"]

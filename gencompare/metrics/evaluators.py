@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gencompare.errors import GencompareError
-from gencompare.images import as_pixels
+from gencompare.data import as_pixels
 from gencompare.metrics.base import EvalContext, Metric
 from gencompare.metrics.features import density_coverage, frechet_distance, precision_recall
 from gencompare.metrics.image_classifier import classifier_for

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gencompare.images import as_pixels
+from gencompare.data import as_pixels
 from gencompare.metrics.classifier import (
     _save_atomic,
     eval_batched,

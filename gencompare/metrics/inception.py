@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gencompare.images import as_pixels
+from gencompare.data import as_pixels
 
 __all__ = ["INCEPTION_WEIGHTS", "InceptionUnavailable", "load_inception", "fid_and_is", "default_weights_path"]
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gencompare.images import as_pixels
+from gencompare.data import as_pixels
 from gencompare.metrics.parzen import _as_rows, parzen_evaluate
 from gencompare.record import Parzen, atomic_write_json
 from gencompare.terminal import console

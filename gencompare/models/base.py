@@ -1,6 +1,6 @@
 """The one interface every generative family implements.
 
-`gencompare.runner` trains any family through these four methods and never
+`gencompare.train` trains any family through these four methods and never
 asks which family it runs; the metrics use only :meth:`GenerativeModel.sample`,
 so every family is scored the same way (style.md, "One interface for every
 family").
@@ -61,14 +61,6 @@ class GenerativeModel(nn.Module, abc.ABC):
     #: bits/dim of the same discrete images. Families set it per instance where it depends
     #: on the decoder.
     discrete_likelihood: bool = False
-    #: True while the runner calls :meth:`training_step` and :meth:`on_train_batch_end` of a
-    #: seed batch (``trainer.seed_batch > 1``, :mod:`gencompare.seeds`): the parameters are
-    #: then one member's slices under ``torch.func.vmap``, so a step must not change
-    #: ``requires_grad`` nor read a tensor on the host (no ``.item()``, ``bool(t)``).
-    vmapped: bool = False
-    #: under that vmap, this member's slices of :meth:`member_inputs` (None outside it)
-    member_slices: dict[str, Tensor] | None = None
-
     def __init__(self, *, data_shape: Sequence[int], binary: bool = False) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -115,14 +107,9 @@ class GenerativeModel(nn.Module, abc.ABC):
         """
 
     def on_train_batch_end(self, step: int) -> None:
-        """Hook after every optimizer of an iteration stepped (e.g. EMA update). In a seed
-        batch it runs once on the stacked ``(S, ...)`` tensors, outside vmap: keep it
-        element-wise over parameters and buffers."""
-
-    def read_host_state(self) -> None:
-        """Read the host copies of buffers that the training step consults (see
-        :func:`forget_on_load`) now; a seed batch calls it before its first step, since under
-        vmap a buffer cannot be read on the host. The members share these values."""
+        """Hook after every optimizer of an iteration stepped (e.g. EMA update). With seeds
+        stacked (:mod:`gencompare.train.stacked`) it runs once on the stacked ``(S, ...)``
+        tensors, outside vmap: keep it element-wise over parameters and buffers."""
 
     # -- evaluation -------------------------------------------------------
     @abc.abstractmethod
@@ -148,19 +135,6 @@ class GenerativeModel(nn.Module, abc.ABC):
         name for :attr:`likelihood_kind`)."""
         template = self.likelihood_description
         return None if template is None else template.format(self=self)
-
-    def member_inputs(self) -> dict[str, Tensor]:
-        """Stacked tensors ``(S, ...)`` that a seed-batch member's step reads besides its
-        parameters and buffers (the unrolled GAN: its optimizer's moments), read before each
-        stacked step; under the vmap the member finds its slices in ``self.member_slices``.
-        Default: none."""
-        return {}
-
-    def seed_batch_refusal(self) -> str | None:
-        """Why this model's seeds cannot train stacked under ``torch.func.vmap``
-        (``trainer.seed_batch``, :mod:`gencompare.seeds`), or None when they can. A refused
-        model trains its members one after another instead, and the runner says so."""
-        return None
 
     def networks(self) -> dict[str, nn.Module]:
         """Named sub-networks whose parameter counts are reported (default: the whole model)."""

@@ -235,10 +235,11 @@ class DDPM(GenerativeModel):
         return loss, {"loss": loss.detach()}
 
     def read_host_state(self) -> None:
+        """Stacked seeds' hook (:class:`gencompare.train.stacked.Stackable`), called once the
+        stack is built: the EMA step count read now, and no range check under vmap."""
         if self._ema_count is None:
-            self._ema_count = int(self.ema_updates.reshape(-1)[0])  # a seed batch's members update in step
-        if self.vmapped:
-            self._range_checked = True  # a range check cannot read a batch under vmap; the data layer gives [0, 1]
+            self._ema_count = int(self.ema_updates.reshape(-1)[0])  # stacked seeds update in step
+        self._range_checked = True  # a range check cannot read a batch under vmap; the data layer gives [0, 1]
 
     @torch.no_grad()
     def on_train_batch_end(self, step: int) -> None:

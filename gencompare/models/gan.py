@@ -165,10 +165,19 @@ class GAN(GenerativeModel):
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
+    #: one stacked seed's slices of :meth:`member_inputs` while its step runs under
+    #: ``torch.func.vmap`` (:class:`gencompare.train.stacked.Stackable`); None otherwise
+    member_slices: dict[str, Tensor] | None = None
+
     def member_inputs(self) -> dict[str, Tensor]:
-        """The unrolled GAN's per-member input: its discriminator's Adam moments
+        """What a stacked seed's unrolled generator step reads besides its weights
+        (:class:`gencompare.train.stacked.Stackable`): the discriminator's Adam moments
         ``exp_avg.<name>`` and ``exp_avg_sq.<name>``, stacked ``(S, ...)`` as the parameters;
-        the shared step counts and hyperparameters are kept on the host for the step."""
+        the step counts and hyperparameters, shared by the seeds, are kept on the host for the step.
+
+        Raises:
+            RuntimeError: ``unrolled_steps`` before :meth:`configure_optimizers`.
+        """
         if not self.unrolled_steps:
             return {}
         if self._d_optimizer is None:
@@ -179,6 +188,29 @@ class GAN(GenerativeModel):
         self._unrolled_shared = (step, adam_hyperparameters(self._d_optimizer, live))
         return {**{f"exp_avg.{n}": t for n, t in zip(names, exp_avg)},
                 **{f"exp_avg_sq.{n}": t for n, t in zip(names, exp_avg_sq)}}
+
+    def _unrolled_discriminator(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """D's weights after ``unrolled_steps`` Adam steps on ``(real, fake)``, as a graph.
+
+        One model differentiates the steps with ``torch.autograd.grad(create_graph=True)``
+        (:func:`unrolled_parameters`, its optimizer's own moments); a stacked seed, whose step
+        runs under ``torch.func.vmap`` where ``requires_grad`` cannot change, with
+        ``torch.func.grad`` from its slices of :meth:`member_inputs`
+        (:func:`unrolled_parameters_vmapped`). The same update, but ``torch.func.grad``
+        rounds differently (g_loss 0.70155322 -> 0.70155334 at the first step of the golden
+        ``gan-unrolled3-ring8``), so the one-model path keeps autograd's arithmetic.
+        """
+        loss_fn = lambda disc: self._d_objective(disc(real), disc(fake))  # noqa: E731
+        mine = self.member_slices
+        if mine is None:
+            if self._d_optimizer is None:
+                raise RuntimeError("unrolled_steps needs configure_optimizers() to have run")
+            return unrolled_parameters(self.discriminator, self._d_optimizer, loss_fn, self.unrolled_steps)
+        names = [n for n, _ in self.discriminator.named_parameters()]
+        step, groups = self._unrolled_shared
+        return unrolled_parameters_vmapped(self.discriminator, [mine[f"exp_avg.{n}"] for n in names],
+                                           [mine[f"exp_avg_sq.{n}"] for n in names], step, groups, loss_fn,
+                                           self.unrolled_steps)
 
     # -- training ---------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Optimizer]:
@@ -214,41 +246,17 @@ class GAN(GenerativeModel):
     def _generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """The generator's loss on packed ``fake`` and D's logits on them.
 
-        Against D itself, whose weights get no gradient, or, with ``unrolled_steps``,
-        against D after that many Adam steps on ``(real, fake)`` (Metz et al. 2017, eq. 6).
+        Against D itself, or, with ``unrolled_steps``, against D after that many Adam steps
+        on ``(real, fake)`` (Metz et al. 2017, eq. 6). Either way D's weights enter as
+        constants (detached): they get no gradient from this loss (only the generator steps
+        here), and no ``requires_grad`` changes, which a step under ``torch.func.vmap``
+        (stacked seeds) could not make.
         """
-        if self.unrolled_steps and self.vmapped:
-            # one member of a seed batch: its own Adam moments, sliced by the vmap
-            names = [n for n, _ in self.discriminator.named_parameters()]
-            mine = self.member_slices
-            step, groups = self._unrolled_shared
-            params = unrolled_parameters_vmapped(
-                self.discriminator, [mine[f"exp_avg.{n}"] for n in names], [mine[f"exp_avg_sq.{n}"] for n in names],
-                step, groups, lambda disc: self._d_objective(disc(real), disc(fake)), self.unrolled_steps)
-            logit_fake = functional_call(self.discriminator, params, (fake,))
-        elif self.unrolled_steps:
-            if self._d_optimizer is None:
-                raise RuntimeError("unrolled_steps needs configure_optimizers() to have run")
-            params = unrolled_parameters(self.discriminator, self._d_optimizer,
-                                         lambda disc: self._d_objective(disc(real), disc(fake)), self.unrolled_steps)
-            logit_fake = functional_call(self.discriminator, params, (fake,))
-        elif self.vmapped:
-            # Under the runner's vmap (trainer.seed_batch) requires_grad cannot change:
-            # D's weights enter as constants instead, the same values and the same graph to G
-            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-            logit_fake = functional_call(self.discriminator, frozen, (fake,), strict=False)
+        if self.unrolled_steps:
+            params = self._unrolled_discriminator(real, fake)
         else:
-            # Freeze D while building the graph: its weights get no gradient
-            # (the runner only steps the generator here) and backward is cheaper.
-            params = list(self.discriminator.parameters())
-            flags = [p.requires_grad for p in params]
-            try:
-                for p in params:
-                    p.requires_grad_(False)
-                logit_fake = self.discriminator(fake)
-            finally:
-                for p, f in zip(params, flags):
-                    p.requires_grad_(f)
+            params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        logit_fake = functional_call(self.discriminator, params, (fake,), strict=False)
         if self.loss_name == "non_saturating":
             loss = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
         else:  # minimax: log(1 - sigmoid(l)) = -BCE(l, 0)

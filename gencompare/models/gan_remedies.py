@@ -182,7 +182,7 @@ def unrolled_parameters_vmapped(module: nn.Module, exp_avg: list[Tensor], exp_av
                                 step: list[Tensor], groups: list[dict],
                                 loss_fn: Callable[[Callable[[Tensor], Tensor]], Tensor], steps: int) -> dict[str, Tensor]:
     """:func:`unrolled_parameters` for one member of a seed batch, under ``torch.func.vmap``
-    (:mod:`gencompare.seeds`), where ``requires_grad`` cannot change: the gradients are
+    (:mod:`gencompare.train.seeds`), where ``requires_grad`` cannot change: the gradients are
     ``torch.func.grad``'s, which the outer backward differentiates as it does
     ``create_graph=True``. The Adam state is the member's own slices (``exp_avg``,
     ``exp_avg_sq``, in ``module.named_parameters()`` order) and the shared ``step`` counts

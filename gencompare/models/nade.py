@@ -432,6 +432,8 @@ class RNADE(_Autoregressive):
         self._initialized = True
 
     def read_host_state(self) -> None:
+        """Stacked seeds' hook (:class:`gencompare.train.stacked.Stackable`), called once the
+        stack is built: whether the data-dependent initialisation happened, read now."""
         if self._initialized is None:
             self._initialized = bool(self.data_initialized.all())  # a seed batch's members initialise together
 
@@ -452,6 +454,7 @@ class RNADE(_Autoregressive):
         x_cols = x.t().unbind(0)
         a = self.c.expand(B, -1)  # (B, H): a_1 = c
         params = []
+        stacked = getattr(self, "vmapped", False)  # set by gencompare.train.stacked.StackedSeeds
         # A loop over d with the running sum on a (B, H) state, differentiated by
         # autograd: on one CPU thread it is far faster than a vectorised cumulative
         # sum over a (B, D, H) tensor (see _NADELogits).
@@ -459,7 +462,7 @@ class RNADE(_Autoregressive):
             h = torch.sigmoid(a * rho[d])
             params.append(h @ V_rows[d])  # (B, 3K)
             if d + 1 < D:
-                if self.vmapped:  # vmap turns addr into a bmm of inner size 1, ~10x slower than this
+                if stacked:  # vmap turns addr into a bmm of inner size 1, ~10x slower than this
                     a = a + x_cols[d][:, None] * W_cols[d]
                 else:
                     a = torch.addr(a, x_cols[d], W_cols[d])

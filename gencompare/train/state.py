@@ -1,0 +1,143 @@
+"""What a checkpoint holds, written and restored in one place: :class:`TrainState`.
+
+A checkpoint (``<run dir>/checkpoints/last.ckpt``) is :meth:`TrainState.to_dict` saved with
+:func:`gencompare.checkpoint.save_checkpoint`: tensors and plain values only, so that it loads
+with ``torch.load(weights_only=True)``. Every strategy writes this one dict: a seed batch's
+checkpoint of all members adds ``seed_batch`` (the members' records), and each member's own
+checkpoint adds ``seed_batch_member`` (which batch trained it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from gencompare.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gencompare.data import DataBundle
+from gencompare.errors import GencompareError
+from gencompare.models.base import GenerativeModel
+from gencompare.record import RunDir
+
+__all__ = ["TrainState", "check_resume", "checkpoint_to_resume"]
+
+
+@dataclass(kw_only=True)
+class TrainState:
+    """One checkpoint's contents, in the order they are written.
+
+    ``step`` optimizer steps taken and ``batches_drawn`` batches drawn (the data stream is a
+    pure function of the seed and this count); ``model`` and ``optimizers`` state dicts; ``rng``
+    the global generators (:func:`gencompare.checkpoint.rng_state`); ``config`` the resolved
+    run config; ``train_time_s`` seconds of training loop so far; ``eval_history`` the
+    periodic evaluations; ``last_logs`` the last logged ``train/*`` means.
+    """
+
+    family: str
+    variant: str | None = None
+    step: int
+    batches_drawn: int
+    model: dict[str, torch.Tensor]
+    optimizers: dict[str, dict[str, Any]]
+    rng: dict[str, Any]
+    config: dict[str, Any]
+    train_time_s: float = 0.0
+    wandb_id: str | None = None
+    data_shape: list[int] = field(default_factory=list)
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    last_logs: dict[str, float] = field(default_factory=dict)
+    arch: str | None = None
+    seed_batch: dict[str, Any] | None = None         # a seed batch's checkpoint of all its members
+    seed_batch_member: dict[str, Any] | None = None  # a member's own checkpoint: the batch that trained it
+
+    @classmethod
+    def capture(cls, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], **facts: Any) -> TrainState:
+        """The state now: ``model``'s and the optimizers' state dicts, the global RNG, and
+        ``facts`` (the other fields)."""
+        return cls(model=model.state_dict(), optimizers={n: o.state_dict() for n, o in optimizers.items()},
+                   rng=rng_state(), **facts)
+
+    @classmethod
+    def from_dict(cls, checkpoint: dict[str, Any]) -> TrainState:
+        """A checkpoint as loaded (older ones lack the later fields: their defaults)."""
+        known = {k: v for k, v in checkpoint.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict a checkpoint holds (the two seed-batch fields only where set)."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("seed_batch", "seed_batch_member"):
+            if out[name] is None:
+                del out[name]
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        """What ``metrics.json`` says of the run that trained this state, beyond itself: the
+        seed batch of a member's checkpoint (its size, seeds, index and whole loop time)."""
+        if self.seed_batch_member is None:
+            return {}
+        return {"seed_batch": {k: v for k, v in self.seed_batch_member.items() if k != "checkpoint"}}
+
+    def save(self, path: Path) -> Path:
+        """Write the checkpoint atomically (:func:`gencompare.checkpoint.save_checkpoint`)."""
+        return save_checkpoint(self.to_dict(), path)
+
+    def restore(self, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], where: Path) -> None:
+        """Load the weights, the optimizers' states and the global RNG.
+
+        Raises:
+            GencompareError: the weights do not fit ``model`` (``where``: the file, for the message).
+        """
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as exc:
+            raise GencompareError(f"{where} does not fit this {self.family} model: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        for name, opt in optimizers.items():
+            opt.load_state_dict(self.optimizers[name])
+        set_rng_state(self.rng)
+
+
+def checkpoint_to_resume(cfg: DictConfig, run: RunDir) -> TrainState | None:
+    """The checkpoint ``trainer.resume=true`` continues, or None for a new run.
+
+    Raises:
+        GencompareError: resume without a checkpoint, a checkpoint of another family, or a
+            new run pointed at a dir that already holds one.
+    """
+    if not cfg.trainer.resume:
+        if run.holds_run():
+            raise GencompareError(f"{run.path} already holds a run; pass trainer.resume=true to continue it "
+                                  "or choose another hydra.run.dir")
+        return None
+    if not run.checkpoint.is_file():
+        raise GencompareError(f"trainer.resume=true but {run.checkpoint} does not exist; "
+                              "point hydra.run.dir at the run dir to continue")
+    checkpoint = load_checkpoint(run.checkpoint, trust=bool(cfg.get("trust_checkpoint", False)))
+    if checkpoint["family"] != cfg.model.name:
+        raise GencompareError(f"{run.checkpoint} holds a {checkpoint['family']} model, not {cfg.model.name}")
+    return TrainState.from_dict(checkpoint)
+
+
+def check_resume(state: TrainState, cfg: DictConfig, bundle: DataBundle, run: RunDir, model: GenerativeModel) -> None:
+    """Refuse to continue a checkpoint on other data or another network.
+
+    Raises:
+        GencompareError: the dataset variant, the data shape or the architecture differs
+            from the checkpoint's (the family is checked on loading).
+    """
+    if state.variant is not None and state.variant != bundle.variant:
+        raise GencompareError(f"{run.checkpoint} was trained on {state.variant}, not {bundle.variant}; "
+                              f"resume with its dataset or start a new run")
+    if state.data_shape and tuple(state.data_shape) != tuple(bundle.shape):
+        raise GencompareError(f"{run.checkpoint} was trained on data of shape {tuple(state.data_shape)}, "
+                              f"not {tuple(bundle.shape)}")
+    now = getattr(model, "arch", None)
+    if state.arch is not None and now is not None and state.arch != now:
+        raise GencompareError(f"{run.checkpoint} holds a {state.arch} network, not {now}; "
+                              "resume with the run's own model settings")
+    target = ((state.config or {}).get("model") or {}).get("module", {}).get("_target_")
+    if target is not None and target != cfg.model.module.get("_target_"):
+        raise GencompareError(f"{run.checkpoint} holds a {target} model, not {cfg.model.module.get('_target_')}")
