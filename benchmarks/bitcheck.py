@@ -35,9 +35,12 @@ WALL_CLOCK = {"train_time_s", "steps_per_s", "samples_per_s", "sample_time_1000_
 # small network's step): grad_norm/* is the norm at the log step, no longer a mean over the
 # window, so --skip-grad-norms compares everything else.
 GRAD_NORM = "grad_norm/"
-# keys the newer record adds: the family's style, as its class declares it (issue 20)
+# keys the newer record adds: the family's style, as its class declares it, and what the data's
+# loader says of it (the classifier that scores coverage, the table's order) (issue 20)
 ADDED = {"schema_version", "data.coverage", "family_style.color", "family_style.order",
-         "family_style.likelihood_label"}
+         "family_style.likelihood_label", "data.classifier", "data.table_order"}
+# each side's OUT_DIR in strings (the data folder named in data.notes / data.source) reads as this
+OUT_DIR = "<OUT_DIR>"
 
 
 def _flat(node, prefix=""):
@@ -55,6 +58,16 @@ def _same(a, b) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b
+
+
+def _strip(node, root: Path):
+    if isinstance(node, str):
+        return node.replace(str(root.resolve()), OUT_DIR).replace(str(root), OUT_DIR)
+    if isinstance(node, dict):
+        return {k: _strip(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_strip(v, root) for v in node]
+    return node
 
 
 def compare_json(a: dict, b: dict) -> list[str]:
@@ -98,10 +111,11 @@ def compare_checkpoints(a: Path, b: Path) -> tuple[int, list[str]]:
 
 def main(before: Path, after: Path) -> int:
     failed = 0
-    for run in sorted(p for p in before.iterdir() if p.is_dir()):
+    for run in sorted(p for p in before.iterdir() if (p / "metrics.json").is_file()):  # not OUT_DIR/data
         other = after / run.name
         diffs: list[str] = []
-        mb, ma = json.loads((run / "metrics.json").read_text()), json.loads((other / "metrics.json").read_text())
+        mb = _strip(json.loads((run / "metrics.json").read_text()), before)
+        ma = _strip(json.loads((other / "metrics.json").read_text()), after)
         diffs += compare_json(mb, ma)
         hb = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
         ha = [json.loads(x) for x in (other / "history.jsonl").read_text().splitlines()]

@@ -22,7 +22,6 @@ and carry ``family = "nade"`` so reports group them. The Hydra target is
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -32,18 +31,11 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from gencompare.models.base import GenerativeModel, OptimizerFactory, forget_on_load
+from gencompare.models.nade_math import (INPUT_SCALE, NADELogits, data_initialisation, likelihood_chunk,
+                                         mixture_log_density, variable_order)
 
 __all__ = ["NADE", "RNADE", "build"]
 
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-# log_likelihood works through the batch in chunks of max(500, 2**24 / (D H)) examples:
-# this bounds what RNADE's autograd keeps (two (chunk, H) states per dimension, about
-# 1.6 GB for 500 MNIST images at H = 500) and keeps the running sum cache-sized, while
-# low-dimensional data (the 2D mixtures) is done in a few large chunks rather than
-# thousands of tiny ones. 500 measured fastest for MNIST on one CPU thread; chunking
-# changes nothing but memory and speed.
-_CHUNK_MIN, _CHUNK_ELEMENTS = 500, 2**24
 _SAMPLE_CHUNK = 2000
 
 
@@ -77,21 +69,11 @@ class _Autoregressive(GenerativeModel):
         super().__init__(data_shape=data_shape, binary=binary)
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
-        D = self.data_dim
-        if order == "raster":
-            index = torch.arange(D)
-        elif order == "random":
-            # A private generator: the permutation depends only on `seed`, never on
-            # how much of the global RNG stream was consumed before construction.
-            index = torch.randperm(D, generator=torch.Generator().manual_seed(int(seed)))
-        else:
-            raise ValueError(f"order must be 'raster' or 'random', got {order!r}")
-        self.register_buffer("order_index", index)
+        self.register_buffer("order_index", variable_order(self.data_dim, order, seed))
         self.hidden_dim = int(hidden_dim)
         self.order = order
         self._optimizer_factory = optimizer
 
-    # -- order ------------------------------------------------------------
     def _to_order(self, x: Tensor) -> Tensor:
         """(B, *data_shape) -> (B, D) with columns in autoregressive order."""
         if tuple(x.shape[1:]) != self.data_shape:
@@ -106,7 +88,6 @@ class _Autoregressive(GenerativeModel):
         x[:, self.order_index] = x_ord
         return x.reshape(x_ord.shape[0], *self.data_shape)
 
-    # -- training ---------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Optimizer]:
         return {"model": self._optimizer_factory(self.parameters())}
 
@@ -131,7 +112,7 @@ class _Autoregressive(GenerativeModel):
         through when enabled.
         """
         x_ord = self._to_order(x.to(self.c.dtype))
-        chunk = max(_CHUNK_MIN, _CHUNK_ELEMENTS // (self.data_dim * self.hidden_dim))
+        chunk = likelihood_chunk(self.data_dim, self.hidden_dim)
         parts = [self._log_likelihood_ordered(part) for part in x_ord.split(chunk)]
         return torch.cat(parts) if parts else x_ord.new_zeros(0)
 
@@ -151,62 +132,6 @@ class _Autoregressive(GenerativeModel):
         parts = [self._sample_ordered(min(_SAMPLE_CHUNK, n - i)) for i in range(0, n, _SAMPLE_CHUNK)]
         out = torch.cat(parts) if parts else self.c.new_empty(0, self.data_dim)
         return self._from_order(out)
-
-
-class _NADELogits(torch.autograd.Function):
-    """NADE's D conditional logits with the paper's O(D H) forward and backward passes.
-
-    Forward: the running sum a_{d+1} = a_d + x_d W[:, d] over one (B, H) state.
-    Backward: L&M 2011, Algorithm 1: walk d from D down to 1, recovering a_d by
-    subtracting x_d W[:, d] from the final pre-activation, and accumulate dL/da_j
-    over j > d, which is what W[:, d] and x_d receive.
-
-    Why not autograd over a vectorised cumulative sum: that materialises several
-    (B, D, H) tensors (157 MB each for a batch of 100 MNIST images) and measured
-    about 15-20x slower on one CPU thread than this loop, whose (B, H) state stays in cache.
-
-    Inputs: x (B, D) in order, W (H, D), c (H,), V (D, H), b (D,). Output (B, D).
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, x: Tensor, W: Tensor, c: Tensor, V: Tensor, b: Tensor
-    ) -> Tensor:
-        B, D = x.shape
-        x_t = x.t().contiguous()  # (D, B): row d is pixel d of every example
-        Wt = W.t().contiguous()  # (D, H)
-        a = c.expand(B, -1).clone()  # (B, H): a_1 = c
-        logits_t = torch.empty(D, B, dtype=x.dtype, device=x.device)
-        for d in range(D):
-            torch.mv(torch.sigmoid(a), V[d], out=logits_t[d])
-            a.addr_(x_t[d], Wt[d])
-        logits_t += b[:, None]
-        ctx.save_for_backward(x_t, Wt, V, a)  # a is now a_{D+1}
-        return logits_t.t()
-
-    @staticmethod
-    def backward(ctx, grad_logits: Tensor):  # type: ignore[override]
-        x_t, Wt, V, a = ctx.saved_tensors
-        D, B = x_t.shape
-        g_t = grad_logits.t().contiguous()  # (D, B)
-        a = a.clone()
-        acc = torch.zeros_like(a)  # (B, H): sum_{j > d} dL/da_j
-        grad_Wt = torch.empty_like(Wt)
-        grad_V = torch.empty_like(V)
-        need_x = ctx.needs_input_grad[0]
-        grad_x_t = torch.empty_like(x_t) if need_x else None
-        for d in range(D - 1, -1, -1):
-            # a_{d+1} depends on x_d through W[:, d]; everything after d sees it.
-            torch.mv(acc.t(), x_t[d], out=grad_Wt[d])
-            if need_x:
-                torch.mv(acc, Wt[d], out=grad_x_t[d])
-            a.addr_(x_t[d], Wt[d], alpha=-1.0)  # back to a_d
-            h = torch.sigmoid(a)
-            torch.mv(h.t(), g_t[d], out=grad_V[d])
-            # dL/da_d = g_d V_d * sigmoid'(a_d)
-            acc.addcmul_((h - h * h) * V[d], g_t[d][:, None])
-        grad_x = grad_x_t.t() if need_x else None
-        return grad_x, grad_Wt.t(), acc.sum(dim=0), grad_V, g_t.sum(dim=1)
 
 
 class NADE(_Autoregressive):
@@ -259,7 +184,7 @@ class NADE(_Autoregressive):
 
     def conditional_logits(self, x_ord: Tensor) -> Tensor:
         """Logits of ``p(x_d = 1 | x_<d)`` for every d: (B, D), ``x_ord`` (B, D) in order."""
-        return _NADELogits.apply(x_ord, self.W, self.c, self.V, self.b)
+        return NADELogits.apply(x_ord, self.W, self.c, self.V, self.b)
 
     def _log_likelihood_ordered(self, x: Tensor) -> Tensor:
         logits = self.conditional_logits(x)
@@ -326,12 +251,10 @@ class RNADE(_Autoregressive):
     to the pixels of their image patches); ``log_likelihood`` itself evaluates the
     given x unchanged.
 
-    Initialisation is data-dependent, on the first training batch (see
-    :meth:`_init_from_data`): as in the authors' code, the means are spread evenly
-    over each dimension's [min, max] with sigma the spacing, so the mixture starts by
-    covering the data (the 2D mixtures live on [-4, 4], pixels on [0, 1]); unlike it,
-    W is scaled to the data's spread. A buffer records that this happened, so a
-    resumed checkpoint is not re-initialised.
+    Initialisation is data-dependent, on the first training batch (:meth:`_init_from_data`):
+    the means spread over each dimension's [min, max] (the authors' code), so the mixture
+    starts by covering the data, and W scaled to the data's spread (our departure). A buffer
+    records that this happened, so a resumed checkpoint is not re-initialised.
 
     Args:
         data_shape: ``(D,)`` for points or ``(C, H, W)`` for images.
@@ -393,41 +316,17 @@ class RNADE(_Autoregressive):
 
     @torch.no_grad()
     def _init_from_data(self, x: Tensor) -> None:
-        """Data-dependent initialisation from the first training batch ``x`` (B, *data_shape).
-
-        Output biases (authors' code): the K means of every dimension spread evenly over
-        the batch's [min, max] ([0, 1] for images), sigma = the spacing, equal mixing
-        weights.
-
-        Input weights (our departure from the authors' N(0, 0.01^2)): W[:, d] is drawn
-        with std _INPUT_SCALE / (sqrt(D) std(x_d)) (one pooled std for images) and c
-        with std _INPUT_SCALE / 2, so each hidden unit starts as a sigmoid that switches
-        somewhere inside the data's range. With tiny weights every h_d starts nearly
-        constant over the data, and a conditional that must switch sharply between
-        close modes (ring8: x_2 | x_1, modes 0.29 apart with std 0.01) stayed about
-        1 nat per example above the optimum (test NLL -3.2 against -4.29; with this
-        initialisation -4.1 after 4,000 steps).
-        """
-        x_ord = self._to_order(x)  # (B, D)
-        D, K = self.data_dim, self.n_components
-        if self._is_image:
-            # Pixels share the known range [0, 1] and one scale: per-pixel statistics of
-            # one batch would give a pixel that happens to be all 0 there (a border pixel)
-            # sigma ~ 1e-3, and any later ink on it would cost ~1e5 nats.
-            lo, hi = x_ord.new_zeros(D), x_ord.new_ones(D)
-            spread = x_ord.std().expand(D)
-        else:
-            lo, hi = x_ord.min(dim=0).values, x_ord.max(dim=0).values
-            spread = x_ord.std(dim=0)
-        spacing = ((hi - lo) / (K + 1)).clamp_min(1e-3)  # (D,)
-        k = torch.arange(1, K + 1, device=x.device, dtype=x_ord.dtype)
+        """Data-dependent initialisation from the first training batch ``x`` (B, *data_shape):
+        output biases and input weights by :func:`~gencompare.models.nade_math.data_initialisation`
+        (why the input weights depart from the authors' N(0, 0.01^2) is said there), c with std
+        INPUT_SCALE / 2."""
+        means, log_sigma, w_std = data_initialisation(self._to_order(x), self.n_components, self._is_image)
+        K = self.n_components
         self.b[:, :K] = 0.0
-        self.b[:, K : 2 * K] = lo[:, None] + k[None, :] * spacing[:, None]
-        self.b[:, 2 * K :] = spacing.log()[:, None]
-        # A constant dimension gets the weight scale of a std-0.01 one.
-        w_std = _INPUT_SCALE / (math.sqrt(D) * spread.clamp_min(1e-2))  # (D,)
+        self.b[:, K : 2 * K] = means
+        self.b[:, 2 * K :] = log_sigma
         self.W.copy_(torch.randn_like(self.W) * w_std)
-        self.c.copy_(torch.randn_like(self.c) * (_INPUT_SCALE / 2))
+        self.c.copy_(torch.randn_like(self.c) * (INPUT_SCALE / 2))
         self.data_initialized.fill_(True)
         self._initialized = True
 
@@ -457,7 +356,7 @@ class RNADE(_Autoregressive):
         stacked = getattr(self, "vmapped", False)  # set by gencompare.train.stacked.StackedSeeds
         # A loop over d with the running sum on a (B, H) state, differentiated by
         # autograd: on one CPU thread it is far faster than a vectorised cumulative
-        # sum over a (B, D, H) tensor (see _NADELogits).
+        # sum over a (B, D, H) tensor (see NADELogits).
         for d in range(D):
             h = torch.sigmoid(a * rho[d])
             params.append(h @ V_rows[d])  # (B, 3K)
@@ -466,13 +365,7 @@ class RNADE(_Autoregressive):
                     a = a + x_cols[d][:, None] * W_cols[d]
                 else:
                     a = torch.addr(a, x_cols[d], W_cols[d])
-        out = torch.stack(params, dim=1) + self.b  # (B, D, 3K)
-        K = self.n_components
-        log_alpha = torch.log_softmax(out[..., :K], dim=-1)
-        mu, log_sigma = out[..., K : 2 * K], out[..., 2 * K :]
-        z = (x[..., None] - mu) * torch.exp(-log_sigma)
-        log_comp = log_alpha - 0.5 * z.square() - log_sigma - _LOG_SQRT_2PI  # (B, D, K)
-        return torch.logsumexp(log_comp, dim=-1).sum(dim=1)
+        return mixture_log_density(torch.stack(params, dim=1) + self.b, x, self.n_components)  # (B,)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
@@ -504,11 +397,6 @@ class RNADE(_Autoregressive):
             out.clamp_(0.0, 1.0)
         return out
 
-
-# Spread of RNADE's initial pre-activations over the data, in units of the sigmoid's
-# width (see RNADE._init_from_data). Only 5 was tried: after 4,000 steps it gave test
-# NLL -4.10 on ring8 (optimum -4.29) and 0.13 on grid25 (optimum 0.065).
-_INPUT_SCALE = 5.0
 
 _NADE_NEEDS_BINARY = (
     "NADE needs binarized images ({{0,1}} pixels) but got continuous data of shape {shape}; "
