@@ -106,6 +106,7 @@ def test_each_member_writes_an_ordinary_run_dir(compose, tmp_path, capsys):
     assert batch["model"]["generator.0.weight"].shape == (3, 128, 2)
 
 
+@pytest.mark.slow  # ~3 min: 20 runs of 1,500 steps; test_each_member_writes_an_ordinary_run_dir covers the code
 def test_ten_members_match_ten_separate_runs_in_distribution(compose, tmp_path):
     """Mode coverage of 10 GAN seeds on ring8, batched and separately (same seeds, same
     batches, different noise draws): a two-sided Mann-Whitney U test per metric must not

@@ -133,7 +133,8 @@ def test_two_job_multirun_gives_two_run_dirs_and_two_wandb_runs(tmp_path, data_d
 
 def test_offline_fallback_warns_on_the_command_line(tmp_path, data_dir):
     res = run_cli("train", "model=vae", "dataset=mnist", "dataset.download=false", "trainer.max_steps=2",
-                  "logger=none", "trainer.progress=false", "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir)
+                  "logger=none", "trainer.progress=false", "metrics=none", "hydra.run.dir=r", cwd=tmp_path,
+                  data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     assert "offline sample" in res.stderr and "mnist-5k" in res.stderr
 
