@@ -215,3 +215,15 @@ def test_no_parameter_gradients_and_requires_grad_untouched():
     res = ais_log_likelihood(model, x, steps=10, chains=2, leapfrog=3, generator=torch.Generator().manual_seed(0))
     assert all(p.requires_grad and p.grad is None for p in dec.parameters())
     assert torch.isfinite(res.log_px).all() and not res.log_px.requires_grad
+
+
+def test_fixed_step_size_stays_fixed_under_jitter():
+    """Without adaptation the jittered step is drawn afresh each transition around the fixed one
+    (not compounded), and steps = 1 is importance sampling from the prior: no transition."""
+    lg = LinearGaussian(2, 2, 0.3, 1.0)
+    x = torch.randn(3, 2)
+    res = ais_log_likelihood(lg.model, x, steps=20, chains=2, adapt_step_size=False, step_size=0.05,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(res.step_sizes, torch.full((2, 3), 0.05))
+    one = ais_log_likelihood(lg.model, x, steps=1, chains=4, generator=torch.Generator().manual_seed(0))
+    assert torch.isnan(one.mean_acceptance) and torch.isfinite(one.log_px).all()
