@@ -227,3 +227,21 @@ def test_fixed_step_size_stays_fixed_under_jitter():
     assert torch.allclose(res.step_sizes, torch.full((2, 3), 0.05))
     one = ais_log_likelihood(lg.model, x, steps=1, chains=4, generator=torch.Generator().manual_seed(0))
     assert torch.isnan(one.mean_acceptance) and torch.isfinite(one.log_px).all()
+
+
+def test_bernoulli_decoder_against_quadrature():
+    """A 1-D latent with a Bernoulli decoder on 30 binary pixels: exact log p(x) by quadrature."""
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(30, generator=g) * 3, torch.randn(30, generator=g)
+    model = DecoderModel(StandardNormalPrior(1), BernoulliObservation(lambda z: z * w + b))
+    gx = torch.Generator().manual_seed(1)
+    x = model.sample_given_latent(model.prior_sample(8, gx), gx)
+    grid = torch.linspace(-10, 10, 100001, dtype=torch.float64)[:, None]
+    logits = grid * w.double() + b.double()  # (G, 30)
+    ll = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, None, :].expand(-1, 8, -1), x.double()[None].expand(grid.shape[0], -1, -1), reduction="none").sum(2)
+    lp = -0.5 * grid**2 - 0.5 * math.log(2 * math.pi)
+    exact = torch.logsumexp(ll + lp, 0) + math.log(grid[1, 0] - grid[0, 0])
+    res = ais_log_likelihood(model, x, steps=100, generator=torch.Generator().manual_seed(2))
+    report("Bernoulli 1-D latent, 100 steps", exact, res)
+    assert abs(res.log_px.double().mean() - exact.mean()) < 0.1
