@@ -167,7 +167,7 @@ def sigmoid_schedule(steps: int, rad: float = 4.0) -> Tensor:
 class AISResult:
     """One AIS run. ``log_px`` (N,) nats: forward, a stochastic lower bound (log-mean-exp of
     the chains' weights, E[estimate] <= log p(x) by Jensen); reverse, a stochastic upper bound.
-    ``log_weights`` (chains, N) float64; ``mean_acceptance`` 0-d (HMC acceptance probability,
+    ``log_weights`` (chains, N) float64 (float32 on MPS); ``mean_acceptance`` 0-d (HMC acceptance probability,
     mean over chains and transitions; NaN if steps = 1); ``step_sizes`` (chains, N) final HMC step sizes;
     ``z`` (chains, N, latent_dim) the final states. Tensors stay on the model's device."""
 
@@ -245,7 +245,7 @@ def _hmc(model, x, beta: float, state: list[Tensor], eps: Tensor, ema: Tensor, h
 
 def _anneal(model, x: Tensor, z0: Tensor, betas: list[float], eps0: float, hmc: _HMC, generator):
     """AIS along ``betas`` (Python floats, so no host read in the loop) from z0 (n, d).
-    Returns log weights (n,) float64, mean acceptance (0-d), final step sizes (n,), final z.
+    Returns log weights (n,) float64 (MPS: float32), mean acceptance (0-d), final step sizes (n,), final z.
     Neal (2001): log w += (beta_k - beta_{k-1}) log p(x|z_{k-1}), then a transition at
     beta_k; the transition after the last ratio changes no weight and is skipped."""
     ll, g_ll, lp, g_lp = _terms(model, x, z0)
@@ -253,15 +253,16 @@ def _anneal(model, x: Tensor, z0: Tensor, betas: list[float], eps0: float, hmc: 
         raise ValueError(f"model log densities must have shape ({z0.shape[0]},), got log p(x|z) "
                          f"{tuple(ll.shape)} and log p(z) {tuple(lp.shape)}")
     state, n = [z0.detach(), ll, g_ll, lp, g_lp], z0.shape[0]
-    log_w = torch.zeros(n, dtype=torch.float64, device=z0.device)
+    wdt = torch.float32 if z0.device.type == "mps" else torch.float64  # MPS has no float64
+    log_w = torch.zeros(n, dtype=wdt, device=z0.device)
     eps = torch.full((n, 1), eps0, dtype=z0.dtype, device=z0.device)
     ema = torch.full((n,), hmc.target, dtype=z0.dtype, device=z0.device)  # eval_gen starts it at the target
-    acc_sum = torch.zeros((), dtype=torch.float64, device=z0.device)
+    acc_sum = torch.zeros((), dtype=wdt, device=z0.device)
     for k in range(1, len(betas)):
-        log_w = log_w + (betas[k] - betas[k - 1]) * state[1].double()  # float64: ~1e3-nat terms, K of them
+        log_w = log_w + (betas[k] - betas[k - 1]) * state[1].to(wdt)  # float64: ~1e3-nat terms, K of them
         if k < len(betas) - 1:
             state, eps, ema, a = _hmc(model, x, betas[k], state, eps, ema, hmc, generator)
-            acc_sum = acc_sum + a.double().mean()
+            acc_sum = acc_sum + a.to(wdt).mean()
     transitions = len(betas) - 2  # steps = 1: plain importance sampling from p(z), no transition
     return log_w, acc_sum / transitions if transitions else acc_sum * math.nan, eps[:, 0], state[0]
 
@@ -440,9 +441,8 @@ def summarize_log_likelihood(log_px: Tensor, *, dims: int | None = None,
                          f"{tuple(log_px.shape) if isinstance(log_px, Tensor) else type(log_px).__name__}")
     if dims is not None and (not isinstance(dims, int) or dims < 1):
         raise ValueError(f"dims must be an int >= 1, got {dims!r}")
-    v = log_px.detach().double().cpu()
-    n = v.numel()
-    mean = float(v.mean())
+    v = log_px.detach().cpu().double()  # to the host first: MPS has no float64
+    n, mean = v.numel(), float(v.mean())
     se = float(v.std(correction=1) / math.sqrt(n)) if n > 1 else math.nan
     if dims is None:
         return LogLikelihoodSummary(n, mean, se, None, None)
