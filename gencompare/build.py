@@ -16,7 +16,7 @@ from gencompare.data import DataBundle, apply_binarization, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
 from gencompare.terminal import console
-from gencompare.trust import check_targets, is_safe_target  # noqa: F401 - the trust rule for run dirs' configs
+from gencompare.trust import check_no_interpolation, check_targets, is_safe_target  # noqa: F401 - the trust rule for run dirs' configs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,7 +150,7 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
 
     Raises:
         GencompareError: no such run dir, no checkpoint, an unreadable config, a config
-            naming an unsafe ``_target_``, a checkpoint of another family, dataset variant
+            holding an interpolation (``${...}``) or naming an unsafe ``_target_``, a checkpoint of another family, dataset variant
             or network, or one that needs full unpickling without ``trust``.
     """
     from gencompare.checkpoint import load_checkpoint
@@ -168,6 +168,8 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
         cfg = OmegaConf.load(run.config) if run.config.is_file() else OmegaConf.create(checkpoint["config"])
     except Exception as exc:  # noqa: BLE001 - yaml errors come in many types
         raise GencompareError(f"{source} is unreadable ({type(exc).__name__}); cannot rebuild the run's model") from None
+    # before anything reads a value: a resolver could make a _target_ no check of the text sees
+    check_no_interpolation(cfg, str(source))
     # the run's metrics blocks name their classes too, but eval scores with its own metrics
     # config and never builds the run's: only what rebuilds the model is checked and built
     check_targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "metrics"}, str(source))

@@ -1,0 +1,94 @@
+"""Issue 21, items 1 and 5: no code from a file a user was sent by any route (a resolver in
+a run dir's config, a config inside a checkpoint, a metrics target compare would import),
+and bad values refused before work starts (sample's n, an image folder too small for the
+metrics, 16-bit images). Each route's test has a marker file its payload would write."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import run_cli
+from gencompare.record import RunDir
+
+TRAIN = ["train", "model=gan", "dataset=ring8", "trainer.max_steps=2", "trainer.batch_size=16", "trainer.progress=false",
+         "logger=none", "metrics=none"]
+
+
+def one_line(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> Path:
+    """One tiny ring8 GAN run, trained once for the module; tests work on copies."""
+    where = tmp_path_factory.mktemp("trained")
+    res = run_cli(*TRAIN, "hydra.run.dir=run", cwd=where, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    return where / "run"
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    dest = tmp_path / "run"
+    shutil.copytree(trained, dest)
+    return dest
+
+
+def _resolver_payload(marker: Path) -> str:
+    """An interpolation whose resolution makes a node Hydra instantiates as builtins.open:
+    a ``_target_`` that appears in no line of the file's text."""
+    return "${oc.create:{_target_: builtins.open, file: '" + str(marker) + "', mode: w}}"
+
+
+def _add_payload(config: dict, marker: Path) -> dict:
+    # a nested node of the family's arguments: Hydra instantiates it before the family
+    config["model"]["module"]["extra"] = _resolver_payload(marker)
+    return config
+
+
+# ------------------------------------------------------------------------- item 1: no code from a run dir
+@pytest.mark.parametrize("command", [["eval", "metrics=fast", "logger=none"], ["sample", "n=4"]])
+def test_a_target_a_resolver_makes_in_config_yaml_is_refused(run_copy, tmp_path, data_dir, command):
+    marker = tmp_path / "PWNED"
+    config = RunDir(run_copy).config
+    config.write_text(yaml.safe_dump(_add_payload(yaml.safe_load(config.read_text()), marker)))
+    res = run_cli(command[0], f"run={run_copy}", "device=cpu", *command[1:], cwd=tmp_path,
+                  data_dir=data_dir)
+    line = one_line(res)
+    assert "model.module.extra is an interpolation" in line and "config.yaml" in line
+    assert not marker.exists()
+
+
+def test_an_interpolation_in_the_config_inside_a_checkpoint_is_refused(run_copy, tmp_path, data_dir):
+    marker = tmp_path / "PWNED"
+    run = RunDir(run_copy)
+    run.config.unlink()  # eval then rebuilds the model from the checkpoint's own config
+    state = torch.load(run.checkpoint, weights_only=True)
+    _add_payload(state["config"], marker)
+    torch.save(state, run.checkpoint)
+    res = run_cli("eval", f"run={run_copy}", "logger=none", "metrics=fast", "device=cpu", cwd=tmp_path,
+                  data_dir=data_dir)
+    line = one_line(res)
+    assert "model.module.extra is an interpolation" in line and "last.ckpt" in line
+    assert not marker.exists()
+
+
+def test_any_interpolation_is_refused_with_its_key_before_anything_resolves(tmp_path):
+    from omegaconf import OmegaConf
+
+    from gencompare.errors import GencompareError
+    from gencompare.trust import check_no_interpolation
+
+    check_no_interpolation(OmegaConf.create({"a": {"b": [1, "plain", {"c": None}]}, "d": "???"}), "x")
+    for value, key in (({"a": {"b": ["ok", "pre ${oc.env:HOME}"]}}, "a.b[1]"), ({"m": "${n}", "n": 1}, "m"),
+                       ({"a": [{"_target_": "${oc.decode:'os.system'}"}]}, "a[0]._target_")):
+        with pytest.raises(GencompareError, match=rf"^cfg: {re.escape(key)} is an "):
+            check_no_interpolation(OmegaConf.create(value), "cfg")
