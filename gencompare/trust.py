@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,22 @@ _USER_PROVIDERS = ("main", "hydra.searchpath")
 _HYDRA_KEY = "hydra"
 
 
-def search_path() -> tuple[tuple[str, str], ...]:
+def search_path(extra: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
     """``(provider, "scheme://path")`` of each user config source of the command being run:
-    Hydra's record of its search path inside a Hydra job, else (the Python API) the configs
-    gencompare ships."""
+    Hydra's record of its search path inside a Hydra job, else (the Python API, ``compare``)
+    the configs gencompare ships; then ``extra``, folders given as ``hydra.searchpath``
+    gives them (``file:///path``, ``pkg://module``; a plain path is a folder), for a command
+    that is no Hydra app."""
     from hydra.core.hydra_config import HydraConfig
 
+    added = tuple(("hydra.searchpath", p if "://" in p else f"file://{Path(p).expanduser().resolve()}")
+                  for p in map(str, extra))
     try:
         sources = HydraConfig.get().runtime.config_sources
     except ValueError:  # not inside a Hydra job
-        return (("main", _shipped_configs()),)
-    return tuple((s.provider, f"{s.schema}://{s.path}") for s in sources
-                 if s.provider.startswith(_USER_PROVIDERS))
+        return (("main", _shipped_configs()), *added)
+    return (*((s.provider, f"{s.schema}://{s.path}") for s in sources if s.provider.startswith(_USER_PROVIDERS)),
+            *added)
 
 
 def _shipped_configs() -> str:

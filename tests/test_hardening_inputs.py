@@ -92,3 +92,27 @@ def test_any_interpolation_is_refused_with_its_key_before_anything_resolves(tmp_
                        ({"a": [{"_target_": "${oc.decode:'os.system'}"}]}, "a[0]._target_")):
         with pytest.raises(GencompareError, match=rf"^cfg: {re.escape(key)} is an "):
             check_no_interpolation(OmegaConf.create(value), "cfg")
+
+
+def test_compare_and_eval_import_no_metric_module_a_run_dir_names(run_copy, tmp_path, data_dir):
+    """A run dir's ``metrics.<name>._target_`` is looked up for its table rows; a module no
+    config of the user's names is not imported (importing runs its top-level code)."""
+    marker = tmp_path / "PWNED"
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "evil_rows.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n"
+        "from gencompare.metrics.base import Metric\n\n\nclass Rows(Metric):\n    rows = ()\n")
+    config = RunDir(run_copy).config
+    cfg = yaml.safe_load(config.read_text())
+    cfg["metrics"]["evil"] = {"_target_": "evil_rows.Rows"}
+    config.write_text(yaml.safe_dump(cfg))
+    env = {"PYTHONPATH": str(mods)}
+    res = run_cli("compare", str(run_copy), "--out", str(tmp_path / "cmp"), cwd=tmp_path, data_dir=data_dir, env=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "cmp" / "comparison.md").is_file()
+    assert not marker.exists()
+    res = run_cli("eval", f"run={run_copy}", "logger=none", "metrics=fast", "device=cpu", cwd=tmp_path,
+                  data_dir=data_dir, env=env)
+    assert res.returncode == 0, res.stderr
+    assert not marker.exists()
