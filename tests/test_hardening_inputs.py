@@ -116,3 +116,35 @@ def test_compare_and_eval_import_no_metric_module_a_run_dir_names(run_copy, tmp_
                   data_dir=data_dir, env=env)
     assert res.returncode == 0, res.stderr
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------- item 5: bad values before work starts
+@pytest.mark.parametrize("value", ["abc", "1.5", "true", "0"])
+def test_sample_n_that_is_no_positive_whole_number_is_one_line(trained, tmp_path, data_dir, value):
+    res = run_cli("sample", f"run={trained}", f"n={value}", "device=cpu", f"out={tmp_path / 'x.png'}", cwd=tmp_path,
+                  data_dir=data_dir)
+    assert re.match(r"error: n must be (a )?positive", one_line(res)), res.stderr
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_sample_n_the_disk_cannot_hold_is_refused_with_its_size(trained, tmp_path, data_dir):
+    res = run_cli("sample", f"run={trained}", "n=1e15", "device=cpu", f"out={tmp_path / 'x.png'}", cwd=tmp_path,
+                  data_dir=data_dir)
+    line = one_line(res)
+    assert "n=1,000,000,000,000,000 samples of shape (2,) take 7,450,580.60 GB" in line and "free" in line
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".*raw"))
+
+
+def test_sample_large_n_is_drawn_in_batches_into_one_tensor_file(trained, tmp_path, data_dir):
+    res = run_cli("sample", f"run={trained}", "n=2500", "batch_size=1000", "device=cpu", f"out={tmp_path / 'big.png'}",
+                  cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    big = torch.load(tmp_path / "big.pt", weights_only=True)
+    assert big.shape == (2500, 2) and big.dtype == torch.float32 and torch.isfinite(big).all()
+    assert (tmp_path / "big.png").is_file() and not list(tmp_path.glob(".*raw"))
+    # a batch is one draw: the first batch is what n=1000 draws with the same seed
+    res = run_cli("sample", f"run={trained}", "n=1000", "device=cpu", f"out={tmp_path / 'one.png'}", cwd=tmp_path,
+                  data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    assert torch.equal(torch.load(tmp_path / "one.pt", weights_only=True), big[:1000])
+    assert not torch.equal(big[1000:2000], big[:1000])
