@@ -148,3 +148,48 @@ def test_sample_large_n_is_drawn_in_batches_into_one_tensor_file(trained, tmp_pa
     assert res.returncode == 0, res.stderr
     assert torch.equal(torch.load(tmp_path / "one.pt", weights_only=True), big[:1000])
     assert not torch.equal(big[1000:2000], big[:1000])
+
+
+SIXTEEN_BIT = [0, 257, 1000, 20000, 32896, 40000, 50000, 60000, 65000, 65535]  # 257 * k is exactly k in 8 bits
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, channels):
+    """A 16-bit greyscale PNG (PIL mode I;16) holds 0..65535: each value is scaled to
+    round(v * 255 / 65535), never clipped at 255 (what PIL's own convert does)."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from gencompare.data import load_dataset
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    for i, v in enumerate(SIXTEEN_BIT * 2):
+        Image.fromarray(np.full((12, 12), v, dtype=np.uint16)).save(folder / f"{i:02d}.png")
+    assert Image.open(folder / "00.png").mode.startswith("I")  # PIL wrote 16 bits
+    bundle = load_dataset(OmegaConf.create({"name": "image_folder", "path": str(folder), "resolution": 8,
+                                            "channels": channels, "build_seed": 0, "test_fraction": 0.2,
+                                            "valid_fraction": 0.2, "stream": False}))
+    pixels = torch.cat([bundle.train.float().flatten(), (bundle.valid * 255).round().flatten(),
+                        (bundle.test * 255).round().flatten()])
+    assert sorted(set(pixels.int().tolist())) == sorted({round(v * 255 / 65535) for v in SIXTEEN_BIT})
+    for x in (bundle.train.float(), bundle.valid * 255, bundle.test * 255):  # each image one value, all channels
+        assert torch.equal(x.amax(dim=(1, 2, 3)).round(), x.amin(dim=(1, 2, 3)).round())
+
+
+def test_float_images_are_skipped_as_unreadable_not_clipped(tmp_path):
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from gencompare.data import UnreadableImagesWarning, load_dataset
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(20):
+        Image.new("L", (8, 8), 10 * i).save(folder / f"{i:02d}.png")
+    Image.new("F", (8, 8), 3.5).save(folder / "float.tif")
+    with pytest.warns(UnreadableImagesWarning, match=r"skipped 1 unreadable of 21 .*first: float\.tif"):
+        bundle = load_dataset(OmegaConf.create({"name": "image_folder", "path": str(folder), "resolution": 8,
+                                                "channels": 1, "stream": False}))
+    assert sum(bundle.sizes().values()) == 20
