@@ -193,3 +193,21 @@ def test_float_images_are_skipped_as_unreadable_not_clipped(tmp_path):
         bundle = load_dataset(OmegaConf.create({"name": "image_folder", "path": str(folder), "resolution": 8,
                                                 "channels": 1, "stream": False}))
     assert sum(bundle.sizes().values()) == 20
+
+
+def test_an_image_folder_too_small_for_the_metrics_is_refused_before_training(tmp_path, data_dir):
+    from image_data import write_png_folder
+
+    folder = write_png_folder(tmp_path / "few", per_class=8, unreadable=False)  # 16 images: a test split of 1
+    args = ["train", "model=vae", "dataset=image_folder", f"dataset.path={folder}", "logger=none",
+            "trainer.progress=false", "trainer.max_steps=2", "trainer.batch_size=4"]
+    res = run_cli(*args, "metrics=fast", "hydra.run.dir=run", cwd=tmp_path, data_dir=data_dir)
+    # the loader's status line ("image folder: 16 images ... resident"), then one error line
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    line = errors[0]
+    assert "the test split holds 1 of 16 examples" in line and "at least 6" in line and "test_fraction" in line
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing left
+    # without an evaluation the same folder trains
+    res = run_cli(*args, "metrics=none", "hydra.run.dir=run", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
