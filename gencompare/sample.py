@@ -60,7 +60,8 @@ def sample_run(cfg: DictConfig) -> dict[str, Any]:
         ``{"png": path, "tensor": path, "n": n, "step": checkpoint step}``.
 
     Raises:
-        GencompareError: ``n`` or ``batch_size`` not a positive whole number, ``n`` samples
+        GencompareError: ``n`` or ``batch_size`` not a positive whole number, ``seed`` not a
+            whole number, ``n`` samples
             that the output folder's free disk cannot hold (the size is said), and
             everything :func:`load_run_model` raises.
     """
@@ -68,7 +69,9 @@ def sample_run(cfg: DictConfig) -> dict[str, Any]:
     batch = cfg.get("batch_size")
     batch = None if batch is None else count_of(batch, "batch_size")
     run = RunDir(cfg.run)
-    seed = int(cfg.seed)
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise GencompareError(f"seed must be a whole number, got {seed!r}")
     png = Path(cfg.out) if cfg.get("out") else run.samples_dir / f"sample_n{n}_s{seed}.png"
     if png.suffix.lower() != ".png":
         raise GencompareError(f"out={png} must name a .png file")

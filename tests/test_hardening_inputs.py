@@ -119,11 +119,12 @@ def test_compare_and_eval_import_no_metric_module_a_run_dir_names(run_copy, tmp_
 
 
 # ------------------------------------------------------------------------- item 5: bad values before work starts
-@pytest.mark.parametrize("value", ["abc", "1.5", "true", "0"])
-def test_sample_n_that_is_no_positive_whole_number_is_one_line(trained, tmp_path, data_dir, value):
-    res = run_cli("sample", f"run={trained}", f"n={value}", "device=cpu", f"out={tmp_path / 'x.png'}", cwd=tmp_path,
-                  data_dir=data_dir)
-    assert re.match(r"error: n must be (a )?positive", one_line(res)), res.stderr
+@pytest.mark.parametrize("key, value", [("n", "abc"), ("n", "1.5"), ("n", "true"), ("n", "0"), ("batch_size", "-2"),
+                                        ("seed", "abc")])
+def test_sample_values_that_are_no_whole_numbers_are_one_line(trained, tmp_path, data_dir, key, value):
+    res = run_cli("sample", f"run={trained}", f"{key}={value}", "device=cpu", f"out={tmp_path / 'x.png'}",
+                  cwd=tmp_path, data_dir=data_dir)
+    assert re.match(rf"error: {key} must be (a )?(positive|whole)", one_line(res)), res.stderr
     assert not (tmp_path / "x.pt").exists()
 
 
