@@ -16,7 +16,7 @@ from gencompare.data import DataBundle, apply_binarization, load_dataset
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
 from gencompare.terminal import console
-from gencompare.trust import check_targets, is_safe_target  # noqa: F401 - the trust rule for run dirs' configs
+from gencompare.trust import check_no_interpolation, check_targets, is_safe_target  # noqa: F401 - the trust rule for run dirs' configs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,15 +47,45 @@ def binarization_of(cfg: DictConfig) -> str:
     return str(chosen) if chosen is not None else cfg.model.get("binarize", "none")
 
 
-def prepare_data(cfg: DictConfig) -> DataBundle:
+#: test images an evaluation needs at least: every metric scores against the test split, and
+#: the feature metrics compare each image with its k = 5 nearest neighbours among them
+#: (density/coverage, Naeem et al. 2020), which needs more than 5
+MIN_TEST_EXAMPLES = 6
+
+
+def check_data_for_metrics(cfg: DictConfig, bundle: DataBundle) -> None:
+    """Refuse data whose test split is too small for the evaluation ``cfg.metrics`` asks
+    for (enabled), before any training: the evaluation would otherwise fail after it.
+
+    Raises:
+        GencompareError: fewer than :data:`MIN_TEST_EXAMPLES` test examples, in one line
+            saying how many of the dataset's examples each split got and what to change.
+    """
+    mcfg = cfg.get("metrics")
+    if not mcfg or not mcfg.get("enabled", True):
+        return
+    sizes = bundle.sizes()
+    if sizes["test"] < MIN_TEST_EXAMPLES:
+        fix = ("add images or raise dataset.test_fraction" if "test_fraction" in cfg.dataset
+               else "use more data")
+        raise GencompareError(
+            f"dataset={cfg.dataset.get('name')}: the test split holds {sizes['test']} of {sum(sizes.values())} "
+            f"examples (train {sizes['train']}, valid {sizes['valid']}), but the metrics need at least "
+            f"{MIN_TEST_EXAMPLES} (k-nearest-neighbour metrics with k=5); {fix}, or train with metrics=none")
+
+
+def prepare_data(cfg: DictConfig, *, for_metrics: bool = True) -> DataBundle:
     """Load ``cfg.dataset`` with the loader it names (on the CPU; :func:`gencompare.data.load_dataset`),
     print a fallback or skipped-files warning as one yellow line, and apply the binarization
     (:func:`binarization_of`). The bundle's :attr:`~gencompare.data.DataBundle.transforms`
     (``dataset.random_flip``, dynamic binarization) are what training applies per batch.
 
+    ``for_metrics``: also refuse data too small for the evaluation ``cfg.metrics`` asks for
+    (:func:`check_data_for_metrics`); a run dir rebuilt for ``eval`` or ``sample`` skips it.
+
     Raises:
-        GencompareError: the data is missing and cannot be downloaded or substituted, or
-            the config names no usable loader.
+        GencompareError: the data is missing and cannot be downloaded or substituted, the
+            config names no usable loader, or the test split is too small for the metrics.
     """
     from gencompare.data import OfflineSampleWarning, UnreadableImagesWarning
 
@@ -65,6 +95,8 @@ def prepare_data(cfg: DictConfig) -> DataBundle:
     for w in caught:
         if issubclass(w.category, (OfflineSampleWarning, UnreadableImagesWarning)):
             console.print(f"[bold yellow]warning:[/] {w.message}")
+    if for_metrics:
+        check_data_for_metrics(cfg, bundle)
     # a fixed seed (not the run's) for static binarization: every run sees the same binary data
     return apply_binarization(bundle, binarization_of(cfg), seed=0)
 
@@ -150,7 +182,7 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
 
     Raises:
         GencompareError: no such run dir, no checkpoint, an unreadable config, a config
-            naming an unsafe ``_target_``, a checkpoint of another family, dataset variant
+            holding an interpolation (``${...}``) or naming an unsafe ``_target_``, a checkpoint of another family, dataset variant
             or network, or one that needs full unpickling without ``trust``.
     """
     from gencompare.checkpoint import load_checkpoint
@@ -168,6 +200,8 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
         cfg = OmegaConf.load(run.config) if run.config.is_file() else OmegaConf.create(checkpoint["config"])
     except Exception as exc:  # noqa: BLE001 - yaml errors come in many types
         raise GencompareError(f"{source} is unreadable ({type(exc).__name__}); cannot rebuild the run's model") from None
+    # before anything reads a value: a resolver could make a _target_ no check of the text sees
+    check_no_interpolation(cfg, str(source))
     # the run's metrics blocks name their classes too, but eval scores with its own metrics
     # config and never builds the run's: only what rebuilds the model is checked and built
     check_targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "metrics"}, str(source))
@@ -179,7 +213,7 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
         check(cfg)
     if data_dir is not None:
         cfg.dataset.data_dir = data_dir
-    bundle = prepare_data(cfg)
+    bundle = prepare_data(cfg, for_metrics=False)  # eval scores with its own metrics, sample with none
     if bundle.variant != checkpoint.get("variant", bundle.variant):
         raise GencompareError(f"the checkpoint was trained on {checkpoint['variant']}, but {bundle.variant} loads now")
     model = build_model(cfg, bundle)

@@ -7,12 +7,17 @@ path of the command being run: the config groups gencompare ships (``conf/``) an
 user's ``hydra.searchpath``, where a new family's YAML lives. torch's optimizers and
 learning-rate schedulers are allowed by class. The decision reads YAML files only: no module
 named by a run dir's file is imported to make it.
+
+A run dir's config holds no interpolation (``${...}``): gencompare writes it resolved, and a
+resolver runs code when it is resolved (``${oc.create:{_target_: ...}}`` makes a
+``_target_`` that no check of the file's text sees), so :func:`check_no_interpolation`
+refuses any before anything is resolved or built.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +35,22 @@ _USER_PROVIDERS = ("main", "hydra.searchpath")
 _HYDRA_KEY = "hydra"
 
 
-def search_path() -> tuple[tuple[str, str], ...]:
+def search_path(extra: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
     """``(provider, "scheme://path")`` of each user config source of the command being run:
-    Hydra's record of its search path inside a Hydra job, else (the Python API) the configs
-    gencompare ships."""
+    Hydra's record of its search path inside a Hydra job, else (the Python API, ``compare``)
+    the configs gencompare ships; then ``extra``, folders given as ``hydra.searchpath``
+    gives them (``file:///path``, ``pkg://module``; a plain path is a folder), for a command
+    that is no Hydra app."""
     from hydra.core.hydra_config import HydraConfig
 
+    added = tuple(("hydra.searchpath", p if "://" in p else f"file://{Path(p).expanduser().resolve()}")
+                  for p in map(str, extra))
     try:
         sources = HydraConfig.get().runtime.config_sources
     except ValueError:  # not inside a Hydra job
-        return (("main", _shipped_configs()),)
-    return tuple((s.provider, f"{s.schema}://{s.path}") for s in sources
-                 if s.provider.startswith(_USER_PROVIDERS))
+        return (("main", _shipped_configs()), *added)
+    return (*((s.provider, f"{s.schema}://{s.path}") for s in sources if s.provider.startswith(_USER_PROVIDERS)),
+            *added)
 
 
 def _shipped_configs() -> str:
@@ -116,6 +125,33 @@ def is_safe_target(target: str, trusted: frozenset[str] | None = None) -> bool:
         obj = getattr(torch.optim.lr_scheduler, name, None)
         return isinstance(obj, type) and issubclass(obj, torch.optim.lr_scheduler.LRScheduler)
     return False
+
+
+def check_no_interpolation(cfg: DictConfig | ListConfig, where: str) -> None:
+    """Refuse a config read from a run dir (``config.yaml``, or the config inside a
+    checkpoint) that holds an interpolation anywhere: a ``${...}`` value, a string with one
+    inside, or an escaped ``\\${...}``. Nothing is resolved to decide: each node is asked
+    :meth:`OmegaConf.is_interpolation` and only plain nodes are descended into.
+
+    Raises:
+        GencompareError: the first interpolation, with its key, in one line.
+    """
+    def walk(node: DictConfig | ListConfig, path: str) -> None:
+        keys = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            here = f"{path}[{key}]" if isinstance(node, ListConfig) else (f"{path}.{key}" if path else str(key))
+            if OmegaConf.is_interpolation(node, key):
+                raise GencompareError(
+                    f"{where}: {here} is an interpolation (${{...}}); a run dir's config is written resolved, "
+                    "and resolving one from a file you were sent could run code, so it is not read (train the "
+                    "run again, or write the value itself)")
+            if OmegaConf.is_missing(node, key):
+                continue
+            sub = node[key]  # not an interpolation: a plain value or a container, nothing resolved
+            if isinstance(sub, (DictConfig, ListConfig)):
+                walk(sub, here)
+
+    walk(cfg, "")
 
 
 def check_targets(node: Any, where: str) -> None:

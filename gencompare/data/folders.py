@@ -68,10 +68,33 @@ def _decode(path: Path, resolution: int, mode: str) -> Tensor:
     from torchvision.transforms.v2 import functional as TF
 
     with Image.open(path) as img:
-        img = img.convert(mode)
+        img = _eight_bit(img).convert(mode)
         x = TF.pil_to_tensor(img)  # (C, H, W) uint8
     x = TF.resize(x, [resolution], antialias=True)
     return TF.center_crop(x, [resolution, resolution])
+
+
+def _eight_bit(img):
+    """A PIL image whose pixels ``convert("L")``/``("RGB")`` can read as 8 bits: 16-bit
+    greyscale (modes ``I;16*``, and ``I`` holding 0..65535: 16-bit PNG, PGM, TIFF) scaled
+    to 8 bits, ``round(v * 255 / 65535)`` (PIL's own conversion clips every value above 255
+    to white). Colour 16-bit PNGs PIL already reads as 8-bit ``RGB``.
+
+    Raises:
+        ValueError: a float image (mode ``F``), or 32-bit integers outside 0..65535: no
+            range says what 8-bit value they are, so the file is skipped as unreadable.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if img.mode == "F":
+        raise ValueError("floating-point pixels (PIL mode F) have no 8-bit scale")
+    if img.mode != "I" and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img)
+    if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
+        raise ValueError(f"integer pixels {int(a.min())}..{int(a.max())} exceed 16 bits; no 8-bit scale")
+    return Image.fromarray(((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))  # (H, W) uint8: L
 
 
 def _fingerprint(files: list[Path], root: Path) -> str:

@@ -182,11 +182,12 @@ def _count_cell(g: Group, m: Metric) -> str:
     return f"{cell} /{totals[0]}" if cell != DASH and len(totals) == 1 else cell
 
 
-def variant_table(variant: str, groups: Sequence[Group]) -> TableData:
+def variant_table(variant: str, groups: Sequence[Group], trusted: frozenset[str] | None = None) -> TableData:
     """Families as rows, every metric that applies to the variant's coverage kind as columns
-    (the registry's, then those the runs' metrics declare: :func:`declared_rows`)."""
+    (the registry's, then those the runs' metrics declare: :func:`declared_rows`, which
+    ``trusted`` is passed to)."""
     kind = groups[0].coverage
-    declared = declared_rows(r.config for g in groups for r in g.runs)
+    declared = declared_rows((r.config for g in groups for r in g.runs), trusted)
     metrics = [m for m in (*(METRIC_BY_NAME[n] for n in TABLE_METRICS), *declared) if kind in m.kinds]
     columns = ["family", "seeds"]
     for m in metrics:
@@ -216,34 +217,55 @@ def variant_table(variant: str, groups: Sequence[Group]) -> TableData:
     return TableData(f"{variant}", columns, rows, caption).without_empty_columns(keep=2)
 
 
-def declared_rows(configs: Iterable[Mapping[str, Any] | None]) -> tuple[Metric, ...]:
+def declared_rows(configs: Iterable[Mapping[str, Any] | None],
+                  trusted: frozenset[str] | None = None) -> tuple[Metric, ...]:
     """The rows that metrics outside the package declare (their class's ``rows``), for
     every ``metrics.<name>._target_`` of the runs' configs (``config.yaml``), first
     declaration of a name kept. The built-in metrics' rows are :data:`METRICS`, so
     ``gencompare.*`` targets are not looked up.
 
-    A target is imported, never called, and only a :class:`gencompare.metrics.base.Metric`
-    subclass's :class:`Metric` rows are read: a run dir's config picks which importable
-    class is read, not what runs. One that does not import here (its package not on the
-    path) adds nothing.
+    A run dir's config may have come from anyone, and importing a module runs its top-level
+    code, so a target is read only when reading it imports nothing a user did not choose:
+    its module is already imported (this command built that metric), or the target is one
+    :func:`gencompare.trust.is_safe_target` accepts (a ``_target_`` of a YAML on the
+    command's search path; ``trusted``: those targets, by default
+    ``trust.trusted_targets(trust.search_path())``). Any other target adds no rows and
+    nothing is imported. A class is never called: only a
+    :class:`gencompare.metrics.base.Metric` subclass's :class:`Metric` rows are read. One
+    that does not import here (its package not on the path) adds nothing.
     """
-    from hydra.utils import get_class
-
     from gencompare.metrics.base import Metric as Scored
 
     rows: dict[str, Metric] = {}
     targets = {spec["_target_"] for cfg in configs if isinstance(cfg, Mapping)
                for spec in (cfg.get("metrics") or {}).values() if isinstance(spec, Mapping) and "_target_" in spec}
     for target in sorted(str(t) for t in targets if not str(t).startswith("gencompare.")):
-        try:
-            cls = get_class(target)
-        except Exception:  # noqa: BLE001 - a run of a metric this environment lacks: shown without it
-            continue
+        cls = _metric_class(target, trusted)
         if isinstance(cls, type) and issubclass(cls, Scored):
             for row in cls.rows:
                 if isinstance(row, Metric):
                     rows.setdefault(row.name, row)
     return tuple(rows.values())
+
+
+def _metric_class(target: str, trusted: frozenset[str] | None) -> Any:
+    """What ``target`` names, when reading it imports nothing new or the user's configs
+    name it (see :func:`declared_rows`); else None."""
+    import sys
+
+    from hydra.utils import get_class
+
+    from gencompare.trust import is_safe_target
+
+    module, _, name = target.rpartition(".")
+    if module in sys.modules:  # imported already: reading an attribute runs no new code
+        return getattr(sys.modules[module], name, None)
+    if not is_safe_target(target, trusted):
+        return None
+    try:
+        return get_class(target)
+    except Exception:  # noqa: BLE001 - a run of a metric this environment lacks: shown without it
+        return None
 
 
 def run_table(metrics: Mapping[str, Any], title: str, declared: Sequence[Metric] = ()) -> TableData:
