@@ -40,12 +40,13 @@ def test_a_metric_outside_the_package_is_computed_stored_and_shown(tmp_path, dat
     if way == "override":
         # `gencompare eval` without the override keeps the block training wrote, and shows it:
         # the run's own config names the metric
-        ev = run_cli("eval", "run=run", "logger=none", cwd=tmp_path, data_dir=data_dir, env={"PYTHONPATH": str(HERE)})
+        ev = run_cli("eval", "run=run", "logger=none", WAYS["searchpath"][0], cwd=tmp_path, data_dir=data_dir,
+                     env={"PYTHONPATH": str(HERE)})
         assert ev.returncode == 0, ev.stderr
         assert json.loads((tmp_path / "run" / "metrics.json").read_text())["sample_mean_error"] == m["sample_mean_error"]
         assert shown in next(line for line in ev.stdout.splitlines() if "mean error" in line)
 
-    result = compare([tmp_path / "run"], out=tmp_path / "cmp")
+    result = compare([tmp_path / "run"], out=tmp_path / "cmp", searchpath=[str(HERE / "extension_metric" / "conf")])
     (table,) = result.tables
     assert table.rows[0][table.columns.index("mean error")] == shown
     assert "mean error" in (tmp_path / "cmp" / "comparison.md").read_text()

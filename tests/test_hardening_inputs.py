@@ -212,3 +212,19 @@ def test_an_image_folder_too_small_for_the_metrics_is_refused_before_training(tm
     # without an evaluation the same folder trains
     res = run_cli(*args, "metrics=none", "hydra.run.dir=run", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
+
+
+def test_compare_never_resolves_a_sent_sweep_dirs_multirun_yaml(tmp_path, monkeypatch):
+    """The sweep command compare prints (and writes into comparison.md) is read from the sweep
+    dir's multirun.yaml as text: an interpolation there (an environment variable's value)
+    stays unresolved, so a report never carries a value of the machine that made it."""
+    from gencompare.report.command import _sweep_command
+    from gencompare.report.runs import HYDRA_MULTIRUN
+
+    monkeypatch.setenv("GENCOMPARE_SECRET_FOR_TEST", "s3cr3t-value")
+    f = tmp_path / HYDRA_MULTIRUN
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("hydra:\n  overrides:\n    task:\n    - seed=${oc.env:GENCOMPARE_SECRET_FOR_TEST}\n")
+    line = _sweep_command([tmp_path])
+    assert line is not None and "s3cr3t-value" not in line
+    assert "oc.env:GENCOMPARE_SECRET_FOR_TEST" in line

@@ -54,7 +54,8 @@ def _sweep_command(paths: Sequence[Path]) -> str | None:
         f = sweep_file(p)
         if f is not None:
             try:
-                task = OmegaConf.load(f).hydra.overrides.task
+                # read, never resolved: a sent sweep dir's interpolations (${oc.env:...}) stay text
+                task = OmegaConf.to_container(OmegaConf.load(f), resolve=False)["hydra"]["overrides"]["task"]
                 return "gencompare train -m " + " ".join(shlex.quote(str(o)) for o in task)
             except Exception:  # noqa: BLE001 - informative only
                 return None
@@ -96,7 +97,8 @@ def _markdown(paths: Sequence[Path], runs: Sequence[Run], comparison: Comparison
 
 
 def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False, wandb_project: str = "gencompare",
-            wandb_mode: str = "auto", console: Console | None = None, err_console: Console | None = None) -> Comparison:
+            wandb_mode: str = "auto", console: Console | None = None, err_console: Console | None = None,
+            searchpath: Sequence[str] = ()) -> Comparison:
     """Compare the runs under ``paths`` and write the report files into ``out``.
 
     Args:
@@ -104,6 +106,9 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
         out: folder for comparison.md / .csv / .png, samples_mosaic.png, diagnostics.csv.
         wandb: also log the tables (``wandb.Table``), figures, files and the W&B run paths
             of the compared runs to a W&B run of job type ``compare``.
+        searchpath: config folders (as ``hydra.searchpath``) whose metrics' ``_target_``s may
+            be imported for their table rows (:func:`gencompare.report.tables.declared_rows`);
+            a run dir's config alone never makes compare import anything.
     Returns:
         The groups, tables, problems met and files written.
     Raises:
@@ -122,7 +127,10 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
         )
     groups = group_runs(runs)
     variants = by_variant(groups)
-    tables = [variant_table(variant, vg) for variant, vg in variants.items()]
+    from gencompare.trust import search_path, trusted_targets
+
+    trusted = trusted_targets(search_path(tuple(searchpath)))
+    tables = [variant_table(variant, vg, trusted) for variant, vg in variants.items()]
     pac = pacgan_table(groups)
     diag, diag_records = diagnostics_table(groups)
     extra_tables = [x for x in (pac, diag) if x is not None]
@@ -176,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=False,
                    help="log the tables and figures to a W&B comparison run (default: off)")
     p.add_argument("--wandb-project", default="gencompare", help="W&B project (default: gencompare)")
+    p.add_argument("--searchpath", action="append", default=[], metavar="DIR",
+                   help="a config folder (as hydra.searchpath) whose metrics' _target_s may be imported for "
+                        "their table rows; repeatable")
     p.add_argument("--wandb-mode", default="auto", choices=["auto", "online", "offline", "disabled"],
                    help="W&B mode; auto: online with an API key, else offline")
     return p
@@ -212,6 +223,6 @@ def compare_main(argv: Sequence[str]) -> int:
     out = args.out or (paths[0] if len(paths) == 1 and paths[0].is_dir() else Path("comparison"))
     console = Console() if sys.stdout.isatty() else Console(width=240)
     compare(paths, out=out, wandb=args.wandb, wandb_project=args.wandb_project, wandb_mode=args.wandb_mode,
-            console=console, err_console=err)
+            console=console, err_console=err, searchpath=args.searchpath)
     return 0
 
