@@ -1,0 +1,114 @@
+"""Issue 21, items 2, 3, 4, 6 and 7: one process per run dir, a resume that refuses what
+changes the run, faults and signals in one line that leave nothing behind, a record of what
+ran, and printed commands that paste as they are."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import compose_train, run_cli
+from gencompare.checkpoint import load_checkpoint, save_checkpoint
+from gencompare.errors import GencompareError
+from gencompare.record import RunDir, atomic_write_json
+from gencompare.train.train import train
+
+TINY = ["model=gan", "dataset=ring8", "logger=none", "trainer.progress=false", "metrics=none"]
+
+
+def one_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def tiny(tmp_path, data_dir, name="r", *extra):
+    """A 4-step run in-process; returns its RunDir."""
+    train(compose_train(tmp_path / name, data_dir, *TINY, "trainer.max_steps=4", *extra))
+    return RunDir(tmp_path / name)
+
+
+def _wait_for_file(path: Path, proc, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.is_file():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared: {proc.poll()}")
+
+
+# ------------------------------------------------- item 4: faults are one line and leave nothing behind
+def test_a_full_disk_is_one_line_naming_the_path_whatever_the_writer_raises(tmp_path, monkeypatch):
+    import gencompare.checkpoint as checkpoint_module
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    save_checkpoint({"step": 1}, path)
+
+    def torch_save_on_a_full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0\n"
+                           "PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", torch_save_on_a_full_disk)
+    with pytest.raises(GencompareError, match=rf"cannot write {re.escape(str(path))}: .*file write failed") as exc:
+        save_checkpoint({"step": 2}, path)
+    assert "\n" not in str(exc.value)
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["step"] == 1
+
+    def write_text_on_a_full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", write_text_on_a_full_disk)
+    with pytest.raises(GencompareError, match=r"cannot write .*metrics\.json: No space left on device"):
+        atomic_write_json({"a": 1}, tmp_path / "metrics.json")
+    assert not list(tmp_path.glob(".metrics.json*"))
+
+
+def test_a_full_disk_during_training_is_one_error_naming_the_checkpoint(tmp_path, data_dir, monkeypatch):
+    import gencompare.checkpoint as checkpoint_module
+
+    def torch_save_on_a_full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", torch_save_on_a_full_disk)
+    with pytest.raises(GencompareError, match=r"cannot write .*last\.ckpt: .*file write failed"):
+        train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=4"))
+
+
+def _interrupt_twice_at(step: int, monkeypatch) -> None:
+    """The Loop's step ``step`` gets two SIGINTs, as a user pressing Ctrl-C twice: the
+    second arrives before the checkpoint callback has saved anything."""
+    from gencompare.train.loop import Loop
+
+    real = Loop.training_step
+
+    def step_and_interrupt(self):
+        real(self)
+        if self.step == step:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Loop, "training_step", step_and_interrupt)
+
+
+# ---------------------------------------------------- bad input: a record path that is a folder
+@pytest.mark.parametrize("name", [RunDir.HISTORY, RunDir.METRICS, RunDir.CHECKPOINT])
+def test_a_record_path_that_is_a_folder_is_refused_before_anything_is_written(tmp_path, data_dir, name):
+    (tmp_path / "r" / name).mkdir(parents=True)
+    with pytest.raises(GencompareError, match=rf"{re.escape(str(tmp_path / 'r' / name))} is a folder"):
+        train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=4"))
+    assert not (tmp_path / "r" / RunDir.CONFIG).exists()
+
+
