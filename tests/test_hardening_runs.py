@@ -103,6 +103,29 @@ def _interrupt_twice_at(step: int, monkeypatch) -> None:
     monkeypatch.setattr(Loop, "training_step", step_and_interrupt)
 
 
+def test_ctrl_c_during_compare_exits_130_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from test_compare import make_run
+
+    import gencompare.report.command as command
+
+    make_run(tmp_path / "runs", "a", model="gan", dataset="ring8")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "sample_mosaic", interrupted)  # after comparison.csv and the figure are drawn
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as exc:
+        command.compare_main([str(tmp_path / "runs"), "--out", str(out)])
+    assert exc.value.code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not out.exists()
+    inside = tmp_path / "runs"  # the default out: the folder compared, which exists already
+    with pytest.raises(SystemExit):
+        command.compare_main([str(inside)])
+    assert sorted(p.name for p in inside.iterdir()) == ["a"]
+
+
 # ---------------------------------------------------- bad input: a record path that is a folder
 @pytest.mark.parametrize("name", [RunDir.HISTORY, RunDir.METRICS, RunDir.CHECKPOINT])
 def test_a_record_path_that_is_a_folder_is_refused_before_anything_is_written(tmp_path, data_dir, name):
