@@ -135,3 +135,31 @@ def test_a_record_path_that_is_a_folder_is_refused_before_anything_is_written(tm
     assert not (tmp_path / "r" / RunDir.CONFIG).exists()
 
 
+# ------------------------------------------------------------------- item 6: the record says what ran
+def test_the_record_says_the_precision_and_compile_state_that_ran(tmp_path, data_dir, monkeypatch):
+    import torch._dynamo
+
+    import gencompare.train.train as train_module
+    from gencompare.tracking import Tracker
+
+    seen: dict = {}
+
+    class Recording(Tracker):
+        def summary(self, values):
+            seen.setdefault("summary", {}).update(values)
+
+    def make_tracker(logger_cfg, **kwargs):
+        seen["config"] = kwargs["config"]
+        return Recording()
+
+    monkeypatch.setattr(train_module, "make_tracker", make_tracker)
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    out = train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=2", "trainer.precision=bf16",
+                              "trainer.compile=true", "device=cpu"))
+    assert (out["precision"], out["device"], out["compile"]) == ("32", "cpu", "eager (torch.compile unavailable)")
+    assert json.loads(RunDir(tmp_path / "r").metrics.read_text())["precision"] == "32"
+    assert seen["config"]["ran"] == {"device": "cpu", "precision": "32", "compile": "eager (torch.compile unavailable)"}
+    assert seen["config"]["trainer"]["precision"] == "bf16"  # what was asked stays in the config
+    assert seen["summary"]["precision"] == "32" and seen["summary"]["compile"].startswith("eager")
+
+

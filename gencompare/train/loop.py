@@ -169,8 +169,10 @@ class Loop:
         self.schedulers = warmup_schedulers(optimizers, int(trainer.get("lr_warmup_steps") or 0), step)
         self.max_steps, self.step = max_steps, step
         self.log_every = int(trainer.log_every)  # a plain int: a DictConfig lookup per step costs more than the check
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if trainer.precision == "bf16" and self.model.device.type == "cuda" else nullcontext())
+        bf16 = trainer.precision == "bf16" and self.model.device.type == "cuda"  # bf16 autocast on CUDA only
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+        self.precision = "bf16" if bf16 else "32"  # the precision that runs, recorded in metrics.json
+        self.compile = "off"  # the compile state (gencompare.train.train.compile_model), recorded likewise
         self.window = LogWindow()
         self.stream = strategy.stream
         self.start_batches = self.stream.batches_drawn

@@ -63,16 +63,16 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
     model = build_model(cfg, bundle).to(device)
     if state is not None:
         check_resume(state, cfg, bundle, run, model)
-    if cfg.trainer.get("compile"):
-        model.compile_networks()
+    compiled = compile_model(cfg, model)
     bundle.to(device)
     loop = build_loop(cfg, model, bundle, state, run, start)
+    loop.compile = compiled
     start.write_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
     parameters = announce(cfg, model, bundle, run, device, trimmed=state is not None, step=loop.step)
 
     hint = f"continue with the same command plus hydra.run.dir={run.path} trainer.resume=true"
     config = _config.to_container(cfg)
-    with make_tracker(cfg.logger, run_dir=run.path, config=config,
+    with make_tracker(cfg.logger, run_dir=run.path, config={**config, "ran": ran_with(loop)},
                       default_name=f"{cfg.model.name}-{bundle.variant}-s{cfg.seed}", group=_config.sweep_group(),
                       tags=[cfg.model.name, bundle.name, bundle.variant, *cfg.tags],
                       resume_id=state.wandb_id if state is not None else None) as tracker:
@@ -149,6 +149,41 @@ def open_run_dir(cfg: DictConfig) -> tuple[RunDir, TrainState | None]:
 def warn_precision(cfg: DictConfig, device) -> None:
     if cfg.trainer.precision == "bf16" and device.type != "cuda":
         console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
+
+
+def compile_model(cfg: DictConfig, model: GenerativeModel) -> str:
+    """``trainer.compile=true``: ``torch.compile`` the family's networks where TorchDynamo
+    runs on this Python and platform (said in one line where it does not). Returns the
+    compile state the record starts from: ``off``, ``on``, or ``eager (<why>)``."""
+    if not cfg.trainer.get("compile"):
+        return "off"
+    try:
+        import torch._dynamo
+
+        supported = bool(torch._dynamo.is_dynamo_supported())
+    except Exception:  # noqa: BLE001 - an import or platform failure means the same: no compiler
+        supported = False
+    if not supported:
+        console.print("[yellow]trainer.compile=true: torch.compile is not available here; training eagerly[/]")
+        return "eager (torch.compile unavailable)"
+    model.compile_networks()
+    return "on"
+
+
+def compile_ran(requested: str) -> str:
+    """The compile state after training: ``on`` only when TorchDynamo compiled a graph
+    (it falls back to eager on an error it suppresses), else ``eager (fell back)``."""
+    if requested != "on":
+        return requested
+    from torch._dynamo.utils import counters
+
+    return "on" if counters["stats"]["unique_graphs"] > 0 else "eager (torch.compile fell back)"
+
+
+def ran_with(loop: Loop) -> dict[str, str]:
+    """What the run uses, as opposed to what was asked: device, precision, compile state
+    (the W&B config's ``ran`` block; ``metrics.json`` records the same at the end)."""
+    return {"device": str(loop.model.device), "precision": loop.precision, "compile": loop.compile}
 
 
 def announce(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir, device, *, trimmed: bool,
@@ -235,7 +270,7 @@ def run_metrics(cfg: DictConfig, loop: Loop, bundle: DataBundle, run: RunDir, pa
         status="finished", model=cfg.model.name, family=loop.model.family,
         family_style=FamilyStyle.of(loop.model), dataset=bundle.name,
         variant=bundle.variant, seed=int(cfg.seed), device=str(loop.model.device),
-        precision=str(cfg.trainer.precision), steps=loop.step,
+        precision=loop.precision, compile=compile_ran(loop.compile), steps=loop.step,
         epochs=stream.batches_drawn / max(1, stream.per_epoch), batch_size=batch_size,
         train_time_s=loop.time_before + loop.loop_time, steps_per_s=loop.step / train_time,
         samples_per_s=stream.batches_drawn * batch_size / train_time,
