@@ -48,6 +48,33 @@ def _wait_for_file(path: Path, proc, timeout: float = 300) -> None:
     raise AssertionError(f"{path} never appeared: {proc.poll()}")
 
 
+# ---------------------------------------------------------- item 3: resume refuses what changes the run
+def test_a_resume_that_changes_the_seed_is_refused_naming_the_key(tmp_path, data_dir):
+    tiny(tmp_path, data_dir)
+    with pytest.raises(GencompareError, match=r"resume changes seed: .* seed=0, this command has 1"):
+        train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=8", "seed=1", "trainer.resume=true"))
+    with pytest.raises(GencompareError, match=r"resume changes dataset.num_train: .*=50000, this command has 40000"):
+        train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=8", "dataset.num_train=40000",
+                            "trainer.resume=true"))
+
+
+def test_a_resume_may_change_lengths_intervals_logging_and_device(tmp_path, data_dir):
+    tiny(tmp_path, data_dir)
+    out = train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=8", "trainer.log_every=2",
+                              "trainer.checkpoint_every=3", "trainer.sample_every=5", "trainer.num_grid_samples=8",
+                              "device=cpu", "tags=[again]", "trainer.resume=true"))
+    assert out["steps"] == 8
+
+
+def test_the_resume_key_lists_are_disjoint_and_documented():
+    from gencompare.train.state import RESUME_FIXED, RESUME_FREE
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for key in (*RESUME_FIXED, *RESUME_FREE):
+        assert f"`{key}`" in readme, key
+    assert not set(RESUME_FIXED) & set(RESUME_FREE)
+
+
 # ------------------------------------------------- item 4: faults are one line and leave nothing behind
 def test_a_full_disk_is_one_line_naming_the_path_whatever_the_writer_raises(tmp_path, monkeypatch):
     import gencompare.checkpoint as checkpoint_module

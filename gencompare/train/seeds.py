@@ -46,7 +46,7 @@ from gencompare.train.seed_records import (Members, StackedCheckpoint, StackedEv
                                            member_optimizer_state)
 from gencompare.train.signals import StopRequest
 from gencompare.train.stacked import StackedSeeds, refusal
-from gencompare.train.state import TrainState
+from gencompare.train.state import TrainState, check_resume_keys
 from gencompare.train.train import RunStart, check_config, claim_run_dir, interruptible, replay_history, \
     saying_where_on_stop
 from gencompare.train.train import train as train_one
@@ -198,6 +198,7 @@ def _batch_to_resume(cfg: DictConfig, job: RunDir, size: int) -> tuple[TrainStat
     if state.family != cfg.model.name or saved.get("seeds") != list(range(seed, seed + size)):
         raise GencompareError(f"{batch_ckpt} holds seeds {saved.get('seeds')} of a {state.family} "
                               f"model, not seeds {seed}..{seed + size - 1} of {cfg.model.name}")
+    check_resume_keys(state.config or {}, _config.to_container(cfg), batch_ckpt)
     return state, [RunDir(p) for p in saved["dirs"]]
 
 
