@@ -8,17 +8,39 @@ before Hydra makes a run dir.
 """
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import tempfile
-from pathlib import Path
 
-from gencompare.errors import GencompareError
-from gencompare.precheck import (CONF_PACKAGE, CONFIG_PATH, FLAGS_WITHOUT_RUN, _chosen_config,  # noqa: F401
-                                 _group_options, _initialize_hydra, _is_multirun, precheck)
-from gencompare.record import RunDir, write_failure
-from gencompare.terminal import console  # stderr, and the job's log file inside a Hydra job
+STARTUP_INTERRUPTED = "interrupted (SIGINT) during start-up, before the run began; start the command again"
+
+
+def _interrupted_at_startup() -> None:
+    """Ctrl-C before a command's own handling is in place (imports, Hydra's composition,
+    the data loading): one line, exit 130, as after an interrupted run.
+
+    ``os._exit``, not ``SystemExit``: a KeyboardInterrupt raised inside code that an
+    extension ran through ``PyRun_String`` while a module loaded leaves CPython's "unhandled
+    KeyboardInterrupt" flag set, and the interpreter then ends itself by SIGINT (status -2)
+    whatever was raised after. Nothing is open to close at this point."""
+    import os
+
+    sys.stderr.write(STARTUP_INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+try:  # Ctrl-C while the modules load (a fraction of a second, longer on a cold disk)
+    import functools
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from gencompare.errors import GencompareError
+    from gencompare.precheck import (CONF_PACKAGE, CONFIG_PATH, FLAGS_WITHOUT_RUN, _chosen_config,  # noqa: F401
+                                     _group_options, _initialize_hydra, _is_multirun, precheck)
+    from gencompare.record import RunDir, write_failure
+    from gencompare.terminal import console  # stderr, and the job's log file inside a Hydra job
+except KeyboardInterrupt:
+    _interrupted_at_startup()
 
 USAGE = """usage: gencompare <command> [overrides ...]
 
@@ -40,6 +62,9 @@ def _report_errors(fn):
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # before the task's own signal handling (train: StopRequest)
+            _remove_empty_run_dir(args[0] if args else None)
+            _interrupted_at_startup()
         except GencompareError as exc:
             _remove_empty_run_dir(args[0] if args else None)
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -227,12 +252,17 @@ def main() -> None:
         raise SystemExit(2)
     # Hydra reads sys.argv: present the subcommand as the program
     sys.argv = [sys.argv[0], *argv[1:]]
-    COMMANDS[command]()
+    try:
+        COMMANDS[command]()
+    except KeyboardInterrupt:  # imports, the command line's checks, Hydra's composition
+        _interrupted_at_startup()
 
 
 if __name__ == "__main__":
     # import by module name: under `python -m`, functions defined in __main__ cannot be
     # pickled by the joblib / submitit launchers
-    from gencompare.cli import main as _main
-
+    try:
+        from gencompare.cli import main as _main
+    except KeyboardInterrupt:
+        _interrupted_at_startup()
     _main()

@@ -130,6 +130,29 @@ def _interrupt_twice_at(step: int, monkeypatch) -> None:
     monkeypatch.setattr(Loop, "training_step", step_and_interrupt)
 
 
+def test_a_double_ctrl_c_never_says_a_checkpoint_was_saved_when_it_was_not(tmp_path, data_dir, monkeypatch, capfd):
+    _interrupt_twice_at(3, monkeypatch)
+    with pytest.raises(SystemExit) as exc:
+        train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=8", "trainer.checkpoint_every=2"))
+    assert exc.value.code == 130
+    line = [ln for ln in capfd.readouterr().err.splitlines() if "interrupted" in ln][-1]
+    assert "at step 3/8; no new checkpoint" in line and "checkpoint saved" not in line, line
+    assert load_checkpoint(RunDir(tmp_path / "r").checkpoint)["step"] == 2
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 4.0])
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line(tmp_path, data_dir, delay):
+    proc = run_cli("train", *TINY, "trainer.max_steps=2", "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir,
+                   wait=False)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip(f"the run had finished in {delay} s")
+    assert proc.returncode == 130, err
+    assert "interrupted" in one_line(err)
+
+
 def test_ctrl_c_during_compare_exits_130_and_writes_nothing(tmp_path, monkeypatch, capsys):
     from test_compare import make_run
 

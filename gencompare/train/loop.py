@@ -182,6 +182,7 @@ class Loop:
         self.time_before = 0.0  # seconds of loop before this invocation (a resumed run's)
         self.stats: dict[str, float] = {}  # the progress line's, set at log steps
         self.stopping = False  # a stop was requested: the checkpoint callback saves now
+        self.saved_step: int | None = None  # the step of the last checkpoint this loop wrote
         self.t0 = time.perf_counter()  # restarted when the loop starts
         self.loop_time = 0.0
 

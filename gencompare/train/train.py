@@ -129,7 +129,9 @@ def saying_where_on_stop(stop: StopRequest, loop: Loop, checkpoint: Path, hint: 
     try:
         yield
     except Interrupted:
-        saved = stop.signum is not None
+        # saved only when the checkpoint of this very step was written: a second Ctrl-C may
+        # cut the loop before the checkpoint callback ran, or in the middle of its write
+        saved = loop.saved_step == loop.step
         if tracker is not None:
             tracker.summary({"status": "interrupted", "train/steps": loop.step})
         stop.where = (f"at step {loop.step}/{loop.max_steps}; "
