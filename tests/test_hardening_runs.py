@@ -48,6 +48,64 @@ def _wait_for_file(path: Path, proc, timeout: float = 300) -> None:
     raise AssertionError(f"{path} never appeared: {proc.poll()}")
 
 
+# ------------------------------------------------------------ item 2: one process per run dir
+def test_a_second_process_on_a_run_dir_is_refused_and_a_killed_holders_lock_does_not_block(tmp_path, data_dir):
+    run = RunDir(tmp_path / "r")
+    first = run_cli("train", *TINY, "trainer.max_steps=100000", "trainer.checkpoint_every=10", "hydra.run.dir=r",
+                    cwd=tmp_path, data_dir=data_dir, wait=False)
+    try:
+        _wait_for_file(run.checkpoint, first)
+        resume = run_cli("train", *TINY, "trainer.max_steps=10", "hydra.run.dir=r", "trainer.resume=true",
+                         cwd=tmp_path, data_dir=data_dir)
+        assert resume.returncode == 2
+        line = one_line(resume.stderr)
+        assert f"{run.path} is in use by pid {first.pid}" in line and "gencompare train" in line, line
+        evaluate = run_cli("eval", f"run={run.path}", "metrics=none", cwd=tmp_path, data_dir=data_dir)
+        assert evaluate.returncode == 2 and f"in use by pid {first.pid}" in one_line(evaluate.stderr)
+        assert "in use" not in (run.path / "train.log").read_text()  # the refused command wrote nothing there
+        eval_log = run.path / "eval.log"  # opened by Hydra before the command runs: left empty
+        assert (not eval_log.exists() or eval_log.read_text() == "") and not run.failure.exists()
+    finally:
+        first.send_signal(signal.SIGKILL)  # the kernel drops its lock; the lock file stays
+        first.communicate(timeout=60)
+    assert str(first.pid) in (run.path / RunDir.LOCK).read_text()
+    resumed = run_cli("train", *TINY, "trainer.max_steps=10", "hydra.run.dir=r", "trainer.resume=true",
+                      cwd=tmp_path, data_dir=data_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+
+
+def test_a_seed_batch_holds_every_members_lock(tmp_path, data_dir, monkeypatch):
+    import gencompare.train.seeds as seeds
+    from gencompare.record.lock import holds_lock
+
+    seen = {}
+    real = seeds._save_member_checkpoints
+
+    def spy(cfg, members, loop, batch_ckpt):
+        seen.update({str(r.path): holds_lock(r.path) for r in members.runs})
+        return real(cfg, members, loop, batch_ckpt)
+
+    monkeypatch.setattr(seeds, "_save_member_checkpoints", spy)
+    seeds.train(compose_train(tmp_path / "b_s0", data_dir, *TINY, "trainer.max_steps=3", "trainer.seed_batch=2"))
+    assert seen == {str(tmp_path / "b_s0"): True, str(tmp_path / "b_s1"): True}
+    assert not holds_lock(tmp_path / "b_s0")  # released when the batch ended
+
+
+def test_the_job_log_and_hydra_record_follow_the_dir_the_run_claimed(tmp_path, data_dir):
+    taken = tmp_path / "same"
+    taken.mkdir()
+    (taken / RunDir.CLAIM).write_text("12345\n")  # a run that started in the same second claimed it
+    res = run_cli("train", *TINY, "trainer.max_steps=4", "hydra.run.dir=same", cwd=tmp_path, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    assert "this run uses" in res.stderr
+    claimed = tmp_path / "same_1"
+    assert "done" in (claimed / "train.log").read_text()
+    assert not (taken / "train.log").is_file() or (taken / "train.log").read_text() == ""
+    hydra = OmegaConf.load(claimed / ".hydra" / "hydra.yaml").hydra
+    assert Path(hydra.runtime.output_dir) == claimed and Path(hydra.run.dir).resolve() == claimed
+
+
 # ---------------------------------------------------------- item 3: resume refuses what changes the run
 def test_a_resume_that_changes_the_seed_is_refused_naming_the_key(tmp_path, data_dir):
     tiny(tmp_path, data_dir)
@@ -112,6 +170,16 @@ def test_a_full_disk_during_training_is_one_error_naming_the_checkpoint(tmp_path
     monkeypatch.setattr(checkpoint_module.torch, "save", torch_save_on_a_full_disk)
     with pytest.raises(GencompareError, match=r"cannot write .*last\.ckpt: .*file write failed"):
         train(compose_train(tmp_path / "r", data_dir, *TINY, "trainer.max_steps=4"))
+
+
+def test_temp_files_of_a_killed_writer_are_swept_by_the_next_run(tmp_path, data_dir):
+    run = tiny(tmp_path, data_dir)
+    left = [run.checkpoints_dir / ".last.ckpt.gencompare-tmp-99999", run.path / ".metrics.json.gencompare-tmp-1",
+            run.path / ".history.jsonl.tmp-4242"]  # the last: the name older versions gave them
+    for p in left:
+        p.write_bytes(b"half a file")
+    train(compose_train(run.path, data_dir, *TINY, "trainer.max_steps=6", "trainer.resume=true"))
+    assert not [p for p in left if p.exists()]
 
 
 def _interrupt_twice_at(step: int, monkeypatch) -> None:

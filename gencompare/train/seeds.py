@@ -48,7 +48,7 @@ from gencompare.train.signals import StopRequest
 from gencompare.train.stacked import StackedSeeds, refusal
 from gencompare.train.state import TrainState, check_resume_keys
 from gencompare.train.train import RunStart, check_config, claim_run_dir, interruptible, replay_history, \
-    saying_where_on_stop
+    saying_where_on_stop, take_run_dir
 from gencompare.train.train import train as train_one
 
 __all__ = ["SEED_BATCH_CHECKPOINT", "build_members", "member_dir", "train", "train_seed_batch"]
@@ -193,13 +193,17 @@ def _batch_to_resume(cfg: DictConfig, job: RunDir, size: int) -> tuple[TrainStat
     if not batch_ckpt.is_file():
         raise GencompareError(f"trainer.resume=true with trainer.seed_batch={size} but {batch_ckpt} does not "
                               "exist; point hydra.run.dir at member 0's run dir (the first seed's)")
+    take_run_dir(job)  # before the checkpoint is read: no other process may be writing it
     state = TrainState.from_dict(load_checkpoint(batch_ckpt, trust=bool(cfg.get("trust_checkpoint", False))))
     saved = state.seed_batch or {}
     if state.family != cfg.model.name or saved.get("seeds") != list(range(seed, seed + size)):
         raise GencompareError(f"{batch_ckpt} holds seeds {saved.get('seeds')} of a {state.family} "
                               f"model, not seeds {seed}..{seed + size - 1} of {cfg.model.name}")
     check_resume_keys(state.config or {}, _config.to_container(cfg), batch_ckpt)
-    return state, [RunDir(p) for p in saved["dirs"]]
+    runs = [RunDir(p) for p in saved["dirs"]]
+    for run in runs:
+        take_run_dir(run)
+    return state, runs
 
 
 def _stacked_loop(cfg: DictConfig, members: Members, state: TrainState | None) -> Loop:
@@ -242,6 +246,8 @@ def _set_up(cfg: DictConfig) -> tuple[Members, Loop, TrainState | None, torch.de
     if state is None:
         runs = [claim_run_dir(cfg, job)]
         runs += [RunDir(member_dir(runs[0].path, seed, s)).claim() for s in range(seed + 1, seed + size)]
+        for run in runs:
+            take_run_dir(run)
     stack = StackedSeeds(models)
     for data in {id(b): b for b in bundles}.values():
         data.to(device)

@@ -7,12 +7,14 @@ checkpoints are :class:`gencompare.train.state.TrainState`'s.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 
 from gencompare import config as _config
 from gencompare.build import build_model, prepare_data, resolve_device, run_dir_of, total_steps
@@ -20,6 +22,7 @@ from gencompare.checkpoint import seed_everything
 from gencompare.data import DataBundle
 from gencompare.evaluate import check_metrics_config, evaluate_after_training, evaluation_samples, metrics_enabled
 from gencompare.models.base import GenerativeModel, count_parameters
+from gencompare.record.lock import lock_run_dir, run_locks
 from gencompare.record import Evaluation, FamilyStyle, RunDir, RunMetrics, trim_history, write_metrics
 from gencompare.terminal import console
 from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
@@ -114,7 +117,7 @@ def interruptible(run: Callable[[StopRequest], T]) -> T:
     """``run(stop)`` with SIGINT / SIGTERM handled from here to its end: one line saying
     where the run stopped (``stop.where``), then exit 130 / 143."""
     stop = StopRequest()
-    with stop.installed():
+    with stop.installed(), run_locks():  # the run dirs locked inside are released when the run ends
         try:
             return run(stop)
         except Interrupted as exc:
@@ -144,8 +147,20 @@ def open_run_dir(cfg: DictConfig) -> tuple[RunDir, TrainState | None]:
     for a new run and None (see :func:`checkpoint_to_resume`, :func:`claim_run_dir`)."""
     run = RunDir(run_dir_of(cfg))
     run.check_folders()
+    if cfg.trainer.resume and run.path.is_dir():
+        take_run_dir(run)  # before the checkpoint is read: no other process may be writing it
     state = checkpoint_to_resume(cfg, run)
-    return (run, state) if state is not None else (claim_run_dir(cfg, run), None)
+    if state is None:
+        run = claim_run_dir(cfg, run)
+        take_run_dir(run)
+    return run, state
+
+
+def take_run_dir(run: RunDir) -> None:
+    """Lock ``run`` for this process (:func:`gencompare.record.lock.lock_run_dir`), then sweep
+    the temp files a killed writer left there (no other writer can be alive now)."""
+    lock_run_dir(run.path, "train")
+    run.sweep_temp_files()
 
 
 def warn_precision(cfg: DictConfig, device) -> None:
@@ -241,10 +256,32 @@ def claim_run_dir(cfg: DictConfig, run: RunDir) -> RunDir:
     the same second took it, say so and use the distinct dir it got."""
     claimed = run.claim()
     if claimed.path != run.path:
-        console.print(f"[yellow]{run.path} is taken by a run that started at the same time; this run uses "
-                      f"{claimed.path}[/]")
+        repoint_job_log(run.path, claimed.path)  # first: the line below goes to the claimed dir's log
+        console.print(f"[yellow]{escape(str(run.path))} is taken by a run that started at the same time; this run "
+                      f"uses {escape(str(claimed.path))}[/]")
         cfg.paths.output_dir = str(claimed.path)
     return claimed
+
+
+def repoint_job_log(old: Path, new: Path) -> None:
+    """Move Hydra's job log (``hydra.job_logging``'s file handler, ``<run dir>/train.log``)
+    from the dir Hydra made to the dir the run claimed: from now on its lines go there."""
+    old = Path(old).resolve()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == old:
+            with _handler_lock(handler):
+                handler.close()
+                handler.baseFilename = str(Path(new).resolve() / Path(handler.baseFilename).name)
+                handler.stream = handler._open()
+
+
+@contextmanager
+def _handler_lock(handler: logging.Handler):
+    handler.acquire()
+    try:
+        yield
+    finally:
+        handler.release()
 
 
 def replay_history(tracker: Tracker, path) -> None:
