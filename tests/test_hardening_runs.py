@@ -281,3 +281,20 @@ def test_the_record_says_the_precision_and_compile_state_that_ran(tmp_path, data
     assert seen["summary"]["precision"] == "32" and seen["summary"]["compile"].startswith("eager")
 
 
+# --------------------------------------------------------- item 7: what is printed for copying pastes
+def test_the_resume_hint_pastes_into_a_shell_for_a_dir_with_a_space_and_a_dollar(tmp_path, data_dir, monkeypatch,
+                                                                                 capfd):
+    run = tmp_path / "my run$HOME"
+    _interrupt_twice_at(3, monkeypatch)
+    with pytest.raises(SystemExit):
+        train(compose_train(run, data_dir, *TINY, "trainer.max_steps=8", "trainer.checkpoint_every=2"))
+    line = [ln for ln in capfd.readouterr().err.splitlines() if "interrupted" in ln][-1]
+    words = re.search(r"same command plus (.*trainer\.resume=true)", line).group(1)
+    env = {**os.environ, "GENCOMPARE_DATA_DIR": str(data_dir), "GENCOMPARE_CACHE_DIR": str(data_dir / "cache"),
+           "WANDB_MODE": "offline"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = f"{sys.executable} -m gencompare.cli train {' '.join(TINY)} trainer.batch_size=16 trainer.max_steps=8 {words}"
+    res = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming {run}/checkpoints/last.ckpt at step 2/8" in res.stderr
+    assert json.loads(RunDir(run).metrics.read_text())["steps"] == 8

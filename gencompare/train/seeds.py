@@ -48,7 +48,7 @@ from gencompare.train.signals import StopRequest
 from gencompare.train.stacked import StackedSeeds, refusal
 from gencompare.train.state import TrainState, check_resume_keys
 from gencompare.train.train import RunStart, check_config, claim_run_dir, interruptible, replay_history, \
-    saying_where_on_stop, take_run_dir
+    resume_hint, saying_where_on_stop, take_run_dir
 from gencompare.train.train import train as train_one
 
 __all__ = ["SEED_BATCH_CHECKPOINT", "build_members", "member_dir", "train", "train_seed_batch"]
@@ -273,7 +273,7 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
                   f"stacked{own_data}, {sum(parameters.values()):,} parameters each, on {device}; "
                   f"run dirs {runs[0].path} .. {runs[-1].path.name}")
 
-    hint = f"continue with the same command plus hydra.run.dir={runs[0].path} trainer.resume=true"
+    hint = resume_hint(runs[0].path)
     batch_ckpt = runs[0].path / SEED_BATCH_CHECKPOINT
     stop.where = f"at step {loop.step}/{loop.max_steps}; no new checkpoint; {hint}"
     trained = loop.step < loop.max_steps

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shlex
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,7 +75,7 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
     start.write_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
     parameters = announce(cfg, model, bundle, run, device, trimmed=state is not None, step=loop.step)
 
-    hint = f"continue with the same command plus hydra.run.dir={run.path} trainer.resume=true"
+    hint = resume_hint(run.path)
     config = _config.to_container(cfg)
     with make_tracker(cfg.logger, run_dir=run.path, config={**config, "ran": ran_with(loop)},
                       default_name=f"{cfg.model.name}-{bundle.variant}-s{cfg.seed}", group=_config.sweep_group(),
@@ -121,8 +123,25 @@ def interruptible(run: Callable[[StopRequest], T]) -> T:
         try:
             return run(stop)
         except Interrupted as exc:
-            console.print(f"[yellow]interrupted ({exc}) {stop.where}[/]", highlight=False)
+            console.print(f"[yellow]interrupted ({exc}) {escape(stop.where)}[/]", highlight=False)
             raise SystemExit(exc.exit_code) from None
+
+
+def resume_hint(run_dir: Path) -> str:
+    """``continue with the same command plus hydra.run.dir=... trainer.resume=true``, the
+    override quoted for Hydra (a dir name with a space, quote, ``$``, ``=`` or bracket) and
+    for the shell (:func:`shlex.quote`), so the line pastes as it is."""
+    return f"continue with the same command plus {shell_override('hydra.run.dir', run_dir)} trainer.resume=true"
+
+
+def shell_override(key: str, value: Any) -> str:
+    """``key=value`` as one shell word that Hydra reads back as ``value``: the value in
+    Hydra's double quotes when its grammar would split or interpret it, then quoted for
+    the shell. A plain path stays as it is (``hydra.run.dir=outputs/runs/...``)."""
+    text = str(value)
+    if not re.fullmatch(r"[\w./+@%:-]*", text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+    return shlex.quote(f"{key}={text}")
 
 
 @contextmanager
@@ -138,7 +157,8 @@ def saying_where_on_stop(stop: StopRequest, loop: Loop, checkpoint: Path, hint: 
         if tracker is not None:
             tracker.summary({"status": "interrupted", "train/steps": loop.step})
         stop.where = (f"at step {loop.step}/{loop.max_steps}; "
-                      f"{'checkpoint saved to ' + str(checkpoint) if saved else 'no new checkpoint'}; {hint}")
+                      f"{'checkpoint saved to ' + shlex.quote(str(checkpoint)) if saved else 'no new checkpoint'}; "
+                      f"{hint}")
         raise
 
 
