@@ -203,18 +203,26 @@ def compile_model(cfg: DictConfig, model: GenerativeModel) -> str:
     if not supported:
         console.print("[yellow]trainer.compile=true: torch.compile is not available here; training eagerly[/]")
         return "eager (torch.compile unavailable)"
+    from torch._dynamo.utils import counters
+
+    _COMPILED_BEFORE[id(model)] = counters["stats"]["unique_graphs"]  # the process's count: earlier runs' too
     model.compile_networks()
     return "on"
 
 
-def compile_ran(requested: str) -> str:
-    """The compile state after training: ``on`` only when TorchDynamo compiled a graph
-    (it falls back to eager on an error it suppresses), else ``eager (fell back)``."""
+_COMPILED_BEFORE: dict[int, int] = {}  # id(model) -> graphs TorchDynamo had compiled when it was compiled
+
+
+def compile_ran(requested: str, model: GenerativeModel) -> str:
+    """The compile state after training: ``on`` only when TorchDynamo compiled a graph since
+    ``model`` was compiled (it falls back to eager on an error it suppresses), else
+    ``eager (torch.compile fell back)``."""
     if requested != "on":
         return requested
     from torch._dynamo.utils import counters
 
-    return "on" if counters["stats"]["unique_graphs"] > 0 else "eager (torch.compile fell back)"
+    before = _COMPILED_BEFORE.pop(id(model), 0)
+    return "on" if counters["stats"]["unique_graphs"] > before else "eager (torch.compile fell back)"
 
 
 def ran_with(loop: Loop) -> dict[str, str]:
@@ -329,7 +337,7 @@ def run_metrics(cfg: DictConfig, loop: Loop, bundle: DataBundle, run: RunDir, pa
         status="finished", model=cfg.model.name, family=loop.model.family,
         family_style=FamilyStyle.of(loop.model), dataset=bundle.name,
         variant=bundle.variant, seed=int(cfg.seed), device=str(loop.model.device),
-        precision=loop.precision, compile=compile_ran(loop.compile), steps=loop.step,
+        precision=loop.precision, compile=compile_ran(loop.compile, loop.model), steps=loop.step,
         epochs=stream.batches_drawn / max(1, stream.per_epoch), batch_size=batch_size,
         train_time_s=loop.time_before + loop.loop_time, steps_per_s=loop.step / train_time,
         samples_per_s=stream.batches_drawn * batch_size / train_time,
