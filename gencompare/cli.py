@@ -8,17 +8,40 @@ before Hydra makes a run dir.
 """
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import tempfile
-from pathlib import Path
 
-from gencompare.errors import GencompareError
-from gencompare.precheck import (CONF_PACKAGE, CONFIG_PATH, FLAGS_WITHOUT_RUN, _chosen_config,  # noqa: F401
-                                 _group_options, _initialize_hydra, _is_multirun, precheck)
-from gencompare.record import RunDir, write_failure
-from gencompare.terminal import console  # stderr, and the job's log file inside a Hydra job
+STARTUP_INTERRUPTED = "interrupted (SIGINT) during start-up, before the run began; start the command again"
+
+
+def _interrupted_at_startup() -> None:
+    """Ctrl-C before a command's own handling is in place (imports, Hydra's composition,
+    the data loading): one line, exit 130, as after an interrupted run.
+
+    ``os._exit``, not ``SystemExit``: a KeyboardInterrupt raised inside code that an
+    extension ran through ``PyRun_String`` while a module loaded leaves CPython's "unhandled
+    KeyboardInterrupt" flag set, and the interpreter then ends itself by SIGINT (status -2)
+    whatever was raised after. Nothing is open to close at this point."""
+    import os
+
+    sys.stderr.write(STARTUP_INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+try:  # Ctrl-C while the modules load (a fraction of a second, longer on a cold disk)
+    import functools
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from gencompare.errors import GencompareError
+    from gencompare.precheck import (CONF_PACKAGE, CONFIG_PATH, FLAGS_WITHOUT_RUN, _chosen_config,  # noqa: F401
+                                     _group_options, _initialize_hydra, _is_multirun, precheck)
+    from gencompare.record import RunDir, write_failure
+    from gencompare.record.lock import RunDirInUse
+    from gencompare.terminal import console  # stderr, and the job's log file inside a Hydra job
+except KeyboardInterrupt:
+    _interrupted_at_startup()
 
 USAGE = """usage: gencompare <command> [overrides ...]
 
@@ -40,8 +63,14 @@ def _report_errors(fn):
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except GencompareError as exc:
+        except KeyboardInterrupt:  # before the task's own signal handling (train: StopRequest)
             _remove_empty_run_dir(args[0] if args else None)
+            _interrupted_at_startup()
+        except GencompareError as exc:
+            if isinstance(exc, RunDirInUse):  # the dir is another process's: write nothing there
+                _close_job_log()
+            else:
+                _remove_empty_run_dir(args[0] if args else None)
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             from rich.markup import escape  # a message may hold brackets: gencompare[sweep], a[0]
@@ -65,11 +94,22 @@ def _remove_empty_run_dir(cfg) -> None:
         return
     if not run_dir.is_dir():
         return
-    files = [p for p in run_dir.rglob("*") if p.is_file() and p.name != RunDir.CLAIM]
+    files = [p for p in run_dir.rglob("*") if p.is_file() and p.name not in (RunDir.CLAIM, RunDir.LOCK)]
     if all(p.suffix == ".log" and p.parent == run_dir for p in files):  # the log holds only the error
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _close_job_log() -> None:
+    """Detach Hydra's job log file (in a run dir another process holds) before the error is
+    printed, so that the refused command leaves no line in that run's log."""
+    import logging
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _hydra_command(config_name: str, task):
@@ -114,6 +154,10 @@ def _sweep_job(task, cfg):
 
     try:
         return task(cfg)
+    except RunDirInUse as exc:  # its dir is another process's: no failed.json there
+        _close_job_log()
+        console.print(f"[bold red]job failed:[/] {exc}", highlight=False)
+        return None
     except Exception as exc:  # noqa: BLE001 - any failure of one job: record it, run the others
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -169,9 +213,17 @@ def train_command() -> None:
 def eval_command() -> None:
     from gencompare import config  # noqa: F401
     from gencompare.evaluate import evaluate_run
+    from gencompare.record.lock import lock_run_dir, run_locks
+
+    def evaluate_locked(cfg):
+        """``eval`` writes into the run dir (metrics.json, plots): it holds the dir's lock."""
+        with run_locks():
+            if Path(str(cfg.run)).is_dir():
+                lock_run_dir(Path(str(cfg.run)), "eval")
+            return evaluate_run(cfg)
 
     _report_errors(precheck)("eval", sys.argv[1:])
-    _hydra_command("eval", evaluate_run)()
+    _hydra_command("eval", evaluate_locked)()
 
 
 def sample_command() -> None:
@@ -227,12 +279,17 @@ def main() -> None:
         raise SystemExit(2)
     # Hydra reads sys.argv: present the subcommand as the program
     sys.argv = [sys.argv[0], *argv[1:]]
-    COMMANDS[command]()
+    try:
+        COMMANDS[command]()
+    except KeyboardInterrupt:  # imports, the command line's checks, Hydra's composition
+        _interrupted_at_startup()
 
 
 if __name__ == "__main__":
     # import by module name: under `python -m`, functions defined in __main__ cannot be
     # pickled by the joblib / submitit launchers
-    from gencompare.cli import main as _main
-
+    try:
+        from gencompare.cli import main as _main
+    except KeyboardInterrupt:
+        _interrupted_at_startup()
     _main()

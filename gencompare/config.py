@@ -197,7 +197,14 @@ def save_hydra_records(cfg: DictConfig, run_dir: Path) -> Path | None:
     folder = Path(run_dir) / HYDRA_SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, folder / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)}), folder / "hydra.yaml")
+    record = OmegaConf.to_container(hc, resolve=False)
+    if Path(str(hc.runtime.output_dir)).resolve() != Path(run_dir).resolve():
+        # the run claimed another dir than Hydra made (one started in the same second took
+        # it: RunDir.claim): the record names the dir the run is in
+        record["runtime"]["output_dir"] = str(Path(run_dir).resolve())
+        if hc.mode == RunMode.RUN:
+            record["run"]["dir"] = str(run_dir)
+    OmegaConf.save(OmegaConf.create({"hydra": record}), folder / "hydra.yaml")
     OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
     return folder
 

@@ -15,6 +15,7 @@ A run dir::
     metrics.json            :class:`RunMetrics`: the run's record and its evaluation
     parzen_sigma.png        Parzen validation log-likelihood against sigma
     wandb/                  the W&B run files (logger=wandb); metrics.json's ``wandb`` names the run
+    .lock                   locked (flock) by the one process that writes here: :mod:`gencompare.record.lock`
 
 ``metrics.json`` keeps the layout it always had (evaluation blocks at the top level beside
 the run's facts) and gains ``schema_version``; a file without one is version 1 and reads

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -84,7 +86,11 @@ class RunDir:
         return self.path / self.WANDB
 
     CLAIM = ".gencompare-run"
+    LOCK = ".lock"  # gencompare.record.lock: one process per run dir
     FAILURE = "failed.json"
+    #: the files gencompare writes (a folder standing at one of these paths is refused at start)
+    RECORD_FILES = (CONFIG, OVERRIDES, OVERRIDES_RESUME, CHECKPOINT, HISTORY, METRICS, FINAL_GRID, FAILURE,
+                    "checkpoints/seed_batch.ckpt")
 
     @property
     def failure(self) -> Path:
@@ -108,7 +114,8 @@ class RunDir:
         raise GencompareError(f"no free run dir next to {self.path} (1,000 taken)")
 
     def check_folders(self) -> None:
-        """Fail before any work when a file stands where the run needs a folder.
+        """Fail before any work when a file stands where the run needs a folder, or a
+        folder where it writes a file (``history.jsonl/``, ``metrics.json/``, ...).
 
         Raises:
             GencompareError: naming the path.
@@ -117,6 +124,23 @@ class RunDir:
             if p.exists() and not p.is_dir():
                 raise GencompareError(f"{p} is a file where gencompare needs a folder; move it away or choose "
                                       "another hydra.run.dir")
+        for name in self.RECORD_FILES:
+            if (self.path / name).is_dir():
+                raise GencompareError(f"{self.path / name} is a folder where gencompare writes a file; move it "
+                                      "away or choose another hydra.run.dir")
+
+    def sweep_temp_files(self) -> list[Path]:
+        """Remove the temp files a writer killed mid-write left (:func:`atomic_write`'s
+        ``.<name>.gencompare-tmp-<pid>``, and the ``.<name>.tmp-<pid>`` of older versions)
+        from the folders gencompare writes. Only for the process that holds the dir's lock:
+        no other writer is then alive. Returns the files removed."""
+        removed = []
+        for folder in (self.path, self.checkpoints_dir, self.samples_dir):
+            for p in folder.glob(".*") if folder.is_dir() else []:
+                if p.is_file() and (TEMP_MARK in p.name or _LEGACY_TEMP.search(p.name)):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
 
     def holds_run(self) -> bool:
         """True when a run was started here (a checkpoint or a metrics.json exists)."""
@@ -129,31 +153,54 @@ class RunDir:
 
 
 # ------------------------------------------------------------------- writing
+TEMP_MARK = ".gencompare-tmp-"  # in every temp file's name: .<name>.gencompare-tmp-<pid>
+_LEGACY_TEMP = re.compile(r"\.tmp-\d+$")
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``,
     so a crash or a signal mid-write never leaves a truncated file. The temp file is
-    removed if ``write`` fails.
+    removed if ``write`` fails; one left by a killed process is recognisable by its name
+    (``.<name>.gencompare-tmp-<pid>``) and swept by the next run (:meth:`RunDir.sweep_temp_files`).
 
     Raises:
-        GencompareError: an ``OSError`` (ENOSPC, EACCES, ...) in one line naming ``path``;
-            the file at ``path`` is then unchanged.
+        GencompareError: whatever the writer raised (``OSError`` ENOSPC or EACCES, the
+            ``RuntimeError`` of ``torch.save`` on a full disk, ...) in one line naming
+            ``path``; the file at ``path`` is then unchanged.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GencompareError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:  # disk full, read-only, permissions: the old file stays as it was
+    except GencompareError:
         tmp.unlink(missing_ok=True)
-        raise GencompareError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    except Exception as exc:  # noqa: BLE001 - disk full, read-only, permissions: the old file stays as it was
+        tmp.unlink(missing_ok=True)
+        raise GencompareError(f"cannot write {path}: {write_error(exc, path)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_error(exc: BaseException, path: Path) -> str:
+    """Why a write failed, in a few words: the OS's reason (``No space left on device``), or
+    for another exception (``torch.save``'s ``RuntimeError`` wraps the OS error in its own
+    text) its last line, and ``no space left on device`` when the disk is full indeed."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    return f"no space left on device ({type(exc).__name__}: {text})" if full else f"{type(exc).__name__}: {text}"
 
 
 def _json_default(value: Any) -> Any:

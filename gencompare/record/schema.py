@@ -17,7 +17,7 @@ from gencompare.record.layout import atomic_write_json
 SCHEMA_VERSION = 2
 """Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same.
 Optional blocks added since (older files simply lack them): ``fid_is``, ``likelihood.dequantization``,
-``wandb``, ``family_style``; in the ``data`` block (:meth:`gencompare.data.DataBundle.describe`), ``classifier`` (the digit
+``wandb``, ``family_style``, ``compile`` (the compile state that ran); in the ``data`` block (:meth:`gencompare.data.DataBundle.describe`), ``classifier`` (the digit
 classifier that scores mode coverage, or null) and ``table_order`` (where compare puts the variant's table)."""
 
 
@@ -252,7 +252,8 @@ class RunMetrics(_Block):
     family: Optional[str] = None
     family_style: Optional[FamilyStyle] = None
     device: Optional[str] = None
-    precision: Optional[str] = None
+    precision: Optional[str] = None  # the precision that ran: "32" when bf16 was asked off CUDA
+    compile: Optional[str] = None    # "off", "on", or "eager (<why>)" when torch.compile was asked but did not run
     epochs: Optional[float] = None
     batch_size: Optional[int] = None
     train_time_s: Optional[float] = None

@@ -11,7 +11,10 @@ import argparse
 import datetime as _dt
 import os
 import shlex
+import shutil
+import signal
 import sys
+from contextlib import contextmanager
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,17 +142,61 @@ def compare(paths: Sequence[Path | str], *, out: Path | str, wandb: bool = False
 
     out = Path(out)
     header, csv_rows = comparison_rows(groups)
-    files = _write_files(out, groups, header, csv_rows, diag_records, err)
-    result = Comparison(groups, tables, problems, files, diag_records)
-    kinds = list(dict.fromkeys(vg[0].coverage for vg in variants.values()))
-    text = _markdown(paths, runs, result, extra_tables, kinds)  # lists the files written so far
-    files["markdown"] = out / "comparison.md"
-    files["markdown"].write_text(text)
+    with staged(out) as tmp:  # every file written in a temp folder, then moved into out
+        files = _write_files(tmp, groups, header, csv_rows, diag_records, err)
+        result = Comparison(groups, tables, problems, files, diag_records)
+        kinds = list(dict.fromkeys(vg[0].coverage for vg in variants.values()))
+        text = _markdown(paths, runs, result, extra_tables, kinds)  # lists the files written so far
+        files["markdown"] = tmp / "comparison.md"
+        files["markdown"].write_text(text)
+    files.update({kind: out / path.name for kind, path in files.items()})
 
     if wandb:
         log_comparison(out, paths, tables, pac, diag, header, csv_rows, files, wandb_project, wandb_mode, runs)
     err.print(f"wrote {', '.join(str(p) for p in files.values())}", markup=False)
     return result
+
+
+STAGING = ".compare-tmp-"  # <out>/.compare-tmp-<pid>: compare's files until they are all written
+
+
+@contextmanager
+def staged(out: Path):
+    """A temp folder inside ``out`` to write the report into; when the block ends without an
+    error every file is moved into ``out`` (one ``os.replace`` each, SIGINT and SIGTERM held
+    back meanwhile), else the folder is removed and ``out`` is as it was (a folder made for
+    it removed too). Temp folders of a killed compare are swept on the next call."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(STAGING + "*"):
+        pid = stale.name[len(STAGING):]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out / f"{STAGING}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_files(out: Path, groups, header: list[str], csv_rows: list[dict], diag_records: list[dict],
@@ -222,7 +269,11 @@ def compare_main(argv: Sequence[str]) -> int:
         paths = [latest]
     out = args.out or (paths[0] if len(paths) == 1 and paths[0].is_dir() else Path("comparison"))
     console = Console() if sys.stdout.isatty() else Console(width=240)
-    compare(paths, out=out, wandb=args.wandb, wandb_project=args.wandb_project, wandb_mode=args.wandb_mode,
-            console=console, err_console=err, searchpath=args.searchpath)
+    try:
+        compare(paths, out=out, wandb=args.wandb, wandb_project=args.wandb_project, wandb_mode=args.wandb_mode,
+                console=console, err_console=err, searchpath=args.searchpath)
+    except KeyboardInterrupt:  # the report is written in a temp folder: nothing of it reached out
+        err.print(f"interrupted (SIGINT); no file of the comparison was written to {out}", markup=False)
+        raise SystemExit(130) from None
     return 0
 

@@ -149,6 +149,7 @@ class CheckpointCallback:
     def after_step(self, loop: Loop) -> None:
         if due(self.every, loop.step) or loop.step == loop.max_steps or loop.stopping:
             self.save(loop)
+            loop.saved_step = loop.step  # only once the file is in place (an interrupted save leaves the old one)
 
     def state(self, loop: Loop) -> TrainState:
         """The run's state now (weights, optimizers, RNG, counts, records)."""

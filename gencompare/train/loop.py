@@ -169,8 +169,10 @@ class Loop:
         self.schedulers = warmup_schedulers(optimizers, int(trainer.get("lr_warmup_steps") or 0), step)
         self.max_steps, self.step = max_steps, step
         self.log_every = int(trainer.log_every)  # a plain int: a DictConfig lookup per step costs more than the check
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if trainer.precision == "bf16" and self.model.device.type == "cuda" else nullcontext())
+        bf16 = trainer.precision == "bf16" and self.model.device.type == "cuda"  # bf16 autocast on CUDA only
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+        self.precision = "bf16" if bf16 else "32"  # the precision that runs, recorded in metrics.json
+        self.compile = "off"  # the compile state (gencompare.train.train.compile_model), recorded likewise
         self.window = LogWindow()
         self.stream = strategy.stream
         self.start_batches = self.stream.batches_drawn
@@ -180,6 +182,7 @@ class Loop:
         self.time_before = 0.0  # seconds of loop before this invocation (a resumed run's)
         self.stats: dict[str, float] = {}  # the progress line's, set at log steps
         self.stopping = False  # a stop was requested: the checkpoint callback saves now
+        self.saved_step: int | None = None  # the step of the last checkpoint this loop wrote
         self.t0 = time.perf_counter()  # restarted when the loop starts
         self.loop_time = 0.0
 

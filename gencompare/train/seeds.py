@@ -46,9 +46,9 @@ from gencompare.train.seed_records import (Members, StackedCheckpoint, StackedEv
                                            member_optimizer_state)
 from gencompare.train.signals import StopRequest
 from gencompare.train.stacked import StackedSeeds, refusal
-from gencompare.train.state import TrainState
+from gencompare.train.state import TrainState, check_resume_keys
 from gencompare.train.train import RunStart, check_config, claim_run_dir, interruptible, replay_history, \
-    saying_where_on_stop
+    resume_hint, saying_where_on_stop, take_run_dir
 from gencompare.train.train import train as train_one
 
 __all__ = ["SEED_BATCH_CHECKPOINT", "build_members", "member_dir", "train", "train_seed_batch"]
@@ -193,12 +193,17 @@ def _batch_to_resume(cfg: DictConfig, job: RunDir, size: int) -> tuple[TrainStat
     if not batch_ckpt.is_file():
         raise GencompareError(f"trainer.resume=true with trainer.seed_batch={size} but {batch_ckpt} does not "
                               "exist; point hydra.run.dir at member 0's run dir (the first seed's)")
+    take_run_dir(job)  # before the checkpoint is read: no other process may be writing it
     state = TrainState.from_dict(load_checkpoint(batch_ckpt, trust=bool(cfg.get("trust_checkpoint", False))))
     saved = state.seed_batch or {}
     if state.family != cfg.model.name or saved.get("seeds") != list(range(seed, seed + size)):
         raise GencompareError(f"{batch_ckpt} holds seeds {saved.get('seeds')} of a {state.family} "
                               f"model, not seeds {seed}..{seed + size - 1} of {cfg.model.name}")
-    return state, [RunDir(p) for p in saved["dirs"]]
+    check_resume_keys(state.config or {}, _config.to_container(cfg), batch_ckpt)
+    runs = [RunDir(p) for p in saved["dirs"]]
+    for run in runs:
+        take_run_dir(run)
+    return state, runs
 
 
 def _stacked_loop(cfg: DictConfig, members: Members, state: TrainState | None) -> Loop:
@@ -241,6 +246,8 @@ def _set_up(cfg: DictConfig) -> tuple[Members, Loop, TrainState | None, torch.de
     if state is None:
         runs = [claim_run_dir(cfg, job)]
         runs += [RunDir(member_dir(runs[0].path, seed, s)).claim() for s in range(seed + 1, seed + size)]
+        for run in runs:
+            take_run_dir(run)
     stack = StackedSeeds(models)
     for data in {id(b): b for b in bundles}.values():
         data.to(device)
@@ -266,7 +273,7 @@ def _train_seed_batch(cfg: DictConfig, stop: StopRequest) -> dict[str, Any]:
                   f"stacked{own_data}, {sum(parameters.values()):,} parameters each, on {device}; "
                   f"run dirs {runs[0].path} .. {runs[-1].path.name}")
 
-    hint = f"continue with the same command plus hydra.run.dir={runs[0].path} trainer.resume=true"
+    hint = resume_hint(runs[0].path)
     batch_ckpt = runs[0].path / SEED_BATCH_CHECKPOINT
     stop.where = f"at step {loop.step}/{loop.max_steps}; no new checkpoint; {hint}"
     trained = loop.step < loop.max_steps

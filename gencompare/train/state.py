@@ -15,13 +15,29 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from gencompare import config as _config
 from gencompare.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gencompare.data import DataBundle
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
 from gencompare.record import RunDir
 
-__all__ = ["TrainState", "check_resume", "checkpoint_to_resume"]
+__all__ = ["RESUME_FREE", "RESUME_FIXED", "TrainState", "check_resume", "check_resume_keys", "checkpoint_to_resume"]
+
+#: What a resume must keep: the keys that define the data or the model, compared with the
+#: checkpoint's config (a key and everything under it). The data stream is a function of
+#: ``seed``, ``trainer.batch_size`` and the batches drawn, and the 2D mixtures are drawn from
+#: the seed; precision, gradient clipping and the warm-up change every step that follows.
+RESUME_FIXED = ("model", "dataset", "seed", "trainer.batch_size", "trainer.precision", "trainer.grad_clip",
+                "trainer.lr_warmup_steps", "trainer.seed_batch")
+#: What a resume may change: lengths, intervals, logging, metrics, where it runs and how it
+#: shows progress. Inside a fixed key, only where the data is looked for (the files it finds
+#: are checked by the data's own variant and shape).
+RESUME_FREE = ("trainer.max_steps", "trainer.epochs", "trainer.log_every", "trainer.sample_every",
+               "trainer.checkpoint_every", "trainer.eval_every", "trainer.num_grid_samples", "trainer.resume",
+               "trainer.progress", "trainer.compile", "device", "logger", "metrics", "paths", "tags", "task_name",
+               "trust_checkpoint", "optimized_metric",
+               "dataset.data_dir", "dataset.download", "dataset.system_dirs")
 
 
 @dataclass(kw_only=True)
@@ -141,3 +157,32 @@ def check_resume(state: TrainState, cfg: DictConfig, bundle: DataBundle, run: Ru
     target = ((state.config or {}).get("model") or {}).get("module", {}).get("_target_")
     if target is not None and target != cfg.model.module.get("_target_"):
         raise GencompareError(f"{run.checkpoint} holds a {target} model, not {cfg.model.module.get('_target_')}")
+    check_resume_keys(state.config or {}, _config.to_container(cfg), run.checkpoint)
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def check_resume_keys(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
+    """Refuse a resume whose config differs from the checkpoint's in a key that defines the
+    data or the model (:data:`RESUME_FIXED`, less :data:`RESUME_FREE`). A key the
+    checkpoint's config lacks is not compared (written by a version that did not have it).
+
+    Raises:
+        GencompareError: the first such key, both values, in one line.
+    """
+    before, after = _leaves(saved), _leaves(now)
+    for key in sorted(set(before) | set(after)):
+        if not _under(key, RESUME_FIXED) or _under(key, RESUME_FREE) or key not in before:
+            continue
+        if before[key] != after.get(key, "<absent>"):
+            raise GencompareError(f"resume changes {key}: {where} was trained with {key}={before[key]!r}, this "
+                                  f"command has {after.get(key, '<absent>')!r}; resume with the run's value or start "
+                                  "a new run (README: which keys a resume may change)")

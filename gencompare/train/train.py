@@ -7,12 +7,16 @@ checkpoints are :class:`gencompare.train.state.TrainState`'s.
 from __future__ import annotations
 
 import json
+import logging
+import re
+import shlex
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 
 from gencompare import config as _config
 from gencompare.build import build_model, prepare_data, resolve_device, run_dir_of, total_steps
@@ -20,6 +24,7 @@ from gencompare.checkpoint import seed_everything
 from gencompare.data import DataBundle
 from gencompare.evaluate import check_metrics_config, evaluate_after_training, evaluation_samples, metrics_enabled
 from gencompare.models.base import GenerativeModel, count_parameters
+from gencompare.record.lock import lock_run_dir, run_locks
 from gencompare.record import Evaluation, FamilyStyle, RunDir, RunMetrics, trim_history, write_metrics
 from gencompare.terminal import console
 from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
@@ -63,16 +68,16 @@ def train(cfg: DictConfig, *, bundle: DataBundle | None = None, stop: StopReques
     model = build_model(cfg, bundle).to(device)
     if state is not None:
         check_resume(state, cfg, bundle, run, model)
-    if cfg.trainer.get("compile"):
-        model.compile_networks()
+    compiled = compile_model(cfg, model)
     bundle.to(device)
     loop = build_loop(cfg, model, bundle, state, run, start)
+    loop.compile = compiled
     start.write_config(cfg, run)  # only now that data and model are built: a rejected command leaves no files
     parameters = announce(cfg, model, bundle, run, device, trimmed=state is not None, step=loop.step)
 
-    hint = f"continue with the same command plus hydra.run.dir={run.path} trainer.resume=true"
+    hint = resume_hint(run.path)
     config = _config.to_container(cfg)
-    with make_tracker(cfg.logger, run_dir=run.path, config=config,
+    with make_tracker(cfg.logger, run_dir=run.path, config={**config, "ran": ran_with(loop)},
                       default_name=f"{cfg.model.name}-{bundle.variant}-s{cfg.seed}", group=_config.sweep_group(),
                       tags=[cfg.model.name, bundle.name, bundle.variant, *cfg.tags],
                       resume_id=state.wandb_id if state is not None else None) as tracker:
@@ -114,12 +119,29 @@ def interruptible(run: Callable[[StopRequest], T]) -> T:
     """``run(stop)`` with SIGINT / SIGTERM handled from here to its end: one line saying
     where the run stopped (``stop.where``), then exit 130 / 143."""
     stop = StopRequest()
-    with stop.installed():
+    with stop.installed(), run_locks():  # the run dirs locked inside are released when the run ends
         try:
             return run(stop)
         except Interrupted as exc:
-            console.print(f"[yellow]interrupted ({exc}) {stop.where}[/]", highlight=False)
+            console.print(f"[yellow]interrupted ({exc}) {escape(stop.where)}[/]", highlight=False)
             raise SystemExit(exc.exit_code) from None
+
+
+def resume_hint(run_dir: Path) -> str:
+    """``continue with the same command plus hydra.run.dir=... trainer.resume=true``, the
+    override quoted for Hydra (a dir name with a space, quote, ``$``, ``=`` or bracket) and
+    for the shell (:func:`shlex.quote`), so the line pastes as it is."""
+    return f"continue with the same command plus {shell_override('hydra.run.dir', run_dir)} trainer.resume=true"
+
+
+def shell_override(key: str, value: Any) -> str:
+    """``key=value`` as one shell word that Hydra reads back as ``value``: the value in
+    Hydra's double quotes when its grammar would split or interpret it, then quoted for
+    the shell. A plain path stays as it is (``hydra.run.dir=outputs/runs/...``)."""
+    text = str(value)
+    if not re.fullmatch(r"[\w./+@%:-]*", text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+    return shlex.quote(f"{key}={text}")
 
 
 @contextmanager
@@ -129,11 +151,14 @@ def saying_where_on_stop(stop: StopRequest, loop: Loop, checkpoint: Path, hint: 
     try:
         yield
     except Interrupted:
-        saved = stop.signum is not None
+        # saved only when the checkpoint of this very step was written: a second Ctrl-C may
+        # cut the loop before the checkpoint callback ran, or in the middle of its write
+        saved = loop.saved_step == loop.step
         if tracker is not None:
             tracker.summary({"status": "interrupted", "train/steps": loop.step})
         stop.where = (f"at step {loop.step}/{loop.max_steps}; "
-                      f"{'checkpoint saved to ' + str(checkpoint) if saved else 'no new checkpoint'}; {hint}")
+                      f"{'checkpoint saved to ' + shlex.quote(str(checkpoint)) if saved else 'no new checkpoint'}; "
+                      f"{hint}")
         raise
 
 
@@ -142,13 +167,68 @@ def open_run_dir(cfg: DictConfig) -> tuple[RunDir, TrainState | None]:
     for a new run and None (see :func:`checkpoint_to_resume`, :func:`claim_run_dir`)."""
     run = RunDir(run_dir_of(cfg))
     run.check_folders()
+    if cfg.trainer.resume and run.path.is_dir():
+        take_run_dir(run)  # before the checkpoint is read: no other process may be writing it
     state = checkpoint_to_resume(cfg, run)
-    return (run, state) if state is not None else (claim_run_dir(cfg, run), None)
+    if state is None:
+        run = claim_run_dir(cfg, run)
+        take_run_dir(run)
+    return run, state
+
+
+def take_run_dir(run: RunDir) -> None:
+    """Lock ``run`` for this process (:func:`gencompare.record.lock.lock_run_dir`), then sweep
+    the temp files a killed writer left there (no other writer can be alive now)."""
+    lock_run_dir(run.path, "train")
+    run.sweep_temp_files()
 
 
 def warn_precision(cfg: DictConfig, device) -> None:
     if cfg.trainer.precision == "bf16" and device.type != "cuda":
         console.print("[yellow]trainer.precision=bf16 applies on CUDA only; training in float32[/]")
+
+
+def compile_model(cfg: DictConfig, model: GenerativeModel) -> str:
+    """``trainer.compile=true``: ``torch.compile`` the family's networks where TorchDynamo
+    runs on this Python and platform (said in one line where it does not). Returns the
+    compile state the record starts from: ``off``, ``on``, or ``eager (<why>)``."""
+    if not cfg.trainer.get("compile"):
+        return "off"
+    try:
+        import torch._dynamo
+
+        supported = bool(torch._dynamo.is_dynamo_supported())
+    except Exception:  # noqa: BLE001 - an import or platform failure means the same: no compiler
+        supported = False
+    if not supported:
+        console.print("[yellow]trainer.compile=true: torch.compile is not available here; training eagerly[/]")
+        return "eager (torch.compile unavailable)"
+    from torch._dynamo.utils import counters
+
+    _COMPILED_BEFORE[id(model)] = counters["stats"]["unique_graphs"]  # the process's count: earlier runs' too
+    model.compile_networks()
+    return "on"
+
+
+_COMPILED_BEFORE: dict[int, int] = {}  # id(model) -> graphs TorchDynamo had compiled when it was compiled
+
+
+def compile_ran(requested: str, model: GenerativeModel) -> str:
+    """The compile state after training: ``on`` only when TorchDynamo compiled a graph since
+    ``model`` was compiled (it falls back to eager on an error it suppresses), else
+    ``eager (torch.compile fell back)``."""
+    if requested != "on":
+        return requested
+    from torch._dynamo.utils import counters
+
+    before = _COMPILED_BEFORE.pop(id(model), 0)
+    return "on" if counters["stats"]["unique_graphs"] > before else "eager (torch.compile fell back)"
+
+
+def ran_with(loop: Loop) -> dict[str, str]:
+    """What the run uses, as opposed to what was asked: device, precision, compile state
+    (the W&B config's ``ran`` block; ``metrics.json`` records the same at the end)."""
+    return {"device": str(loop.model.device), "precision": loop.precision, "compile": loop.compile}
 
 
 def announce(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, run: RunDir, device, *, trimmed: bool,
@@ -204,10 +284,32 @@ def claim_run_dir(cfg: DictConfig, run: RunDir) -> RunDir:
     the same second took it, say so and use the distinct dir it got."""
     claimed = run.claim()
     if claimed.path != run.path:
-        console.print(f"[yellow]{run.path} is taken by a run that started at the same time; this run uses "
-                      f"{claimed.path}[/]")
+        repoint_job_log(run.path, claimed.path)  # first: the line below goes to the claimed dir's log
+        console.print(f"[yellow]{escape(str(run.path))} is taken by a run that started at the same time; this run "
+                      f"uses {escape(str(claimed.path))}[/]")
         cfg.paths.output_dir = str(claimed.path)
     return claimed
+
+
+def repoint_job_log(old: Path, new: Path) -> None:
+    """Move Hydra's job log (``hydra.job_logging``'s file handler, ``<run dir>/train.log``)
+    from the dir Hydra made to the dir the run claimed: from now on its lines go there."""
+    old = Path(old).resolve()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == old:
+            with _handler_lock(handler):
+                handler.close()
+                handler.baseFilename = str(Path(new).resolve() / Path(handler.baseFilename).name)
+                handler.stream = handler._open()
+
+
+@contextmanager
+def _handler_lock(handler: logging.Handler):
+    handler.acquire()
+    try:
+        yield
+    finally:
+        handler.release()
 
 
 def replay_history(tracker: Tracker, path) -> None:
@@ -235,7 +337,7 @@ def run_metrics(cfg: DictConfig, loop: Loop, bundle: DataBundle, run: RunDir, pa
         status="finished", model=cfg.model.name, family=loop.model.family,
         family_style=FamilyStyle.of(loop.model), dataset=bundle.name,
         variant=bundle.variant, seed=int(cfg.seed), device=str(loop.model.device),
-        precision=str(cfg.trainer.precision), steps=loop.step,
+        precision=loop.precision, compile=compile_ran(loop.compile, loop.model), steps=loop.step,
         epochs=stream.batches_drawn / max(1, stream.per_epoch), batch_size=batch_size,
         train_time_s=loop.time_before + loop.loop_time, steps_per_s=loop.step / train_time,
         samples_per_s=stream.batches_drawn * batch_size / train_time,
