@@ -2,6 +2,8 @@
 plugin is one line naming the extra that installs it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -44,3 +46,11 @@ def test_missing_plugin_is_one_line_naming_the_extra(tmp_path, data_dir, monkeyp
         cli.precheck("train", ["hparams_search=gan_ring8"])
     with pytest.raises(GencompareError, match="launcher 'submitit_slurm' is not installed.*gencompare\\[sweep\\]"):
         cli.precheck("train", ["-m", "hydra/launcher=submitit_slurm"])
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    """`gencompare train experiment=<name>` composes before any sweep starts: an experiment
+    that sets a dataset's own key (num_train of the 2D mixtures) names that dataset too."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
