@@ -205,6 +205,11 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
     # the run's metrics blocks name their classes too, but eval scores with its own metrics
     # config and never builds the run's: only what rebuilds the model is checked and built
     check_targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "metrics"}, str(source))
+    if "parts" not in cfg.model and "arch" in (cfg.model.get("module") or {}):
+        # written before the networks became parts the config names (model.parts): its
+        # model section no longer builds, and guessing today's parts could load other nets
+        raise GencompareError(f"{source} was written by a gencompare older than its networks as config parts (no "
+                              "model.parts); evaluate it with the version that trained it, or train it again")
     if checkpoint["family"] != cfg.model.name:
         raise GencompareError(
             f"{ckpt_path} holds a {checkpoint['family']} model but {run.path} was a {cfg.model.name} run"

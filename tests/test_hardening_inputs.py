@@ -228,3 +228,14 @@ def test_compare_never_resolves_a_sent_sweep_dirs_multirun_yaml(tmp_path, monkey
     line = _sweep_command([tmp_path])
     assert line is not None and "s3cr3t-value" not in line
     assert "oc.env:GENCOMPARE_SECRET_FOR_TEST" in line
+
+
+def test_eval_of_a_run_dir_from_before_networks_were_parts_is_one_line(run_copy, tmp_path, data_dir):
+    """A config.yaml written before the networks became config parts (model.module.arch, no
+    model.parts) no longer builds: eval says so in one line instead of a constructor's error."""
+    config = yaml.safe_load((run_copy / "config.yaml").read_text())
+    del config["model"]["parts"]
+    (run_copy / "config.yaml").write_text(yaml.safe_dump(config))
+    res = run_cli("eval", f"run={run_copy}", "metrics=none", "logger=none", cwd=tmp_path, data_dir=data_dir)
+    line = one_line(res)
+    assert "older than its networks as config parts" in line and "config.yaml" in line
