@@ -166,9 +166,23 @@ class AISLikelihood(Metric):
         model = DecoderModel(prior, OwnObservation(dec.log_prob, dec.sample))
         what = (f"the family's own p(x|z) ({dec.name}) on the test data its own likelihood is scored on "
                 f"(binarization {bundle.binarization}" + (", dequantized, NLL + D ln 256)" if dequantized else ")"))
-        return self._estimate(ctx, model, test, generator, f"decoder ({dec.name})", what,
-                              offset=cont_dims(ctx) * LOG_256 if dequantized else 0.0, bits=True,
-                              t0=time.perf_counter())
+        offset = cont_dims(ctx) * LOG_256 if dequantized else 0.0
+        est = self._estimate(ctx, model, test, generator, f"decoder ({dec.name})", what, offset=offset, bits=True,
+                             t0=time.perf_counter())
+        est.family_nll_nats = self._family_nll(ctx, test, offset)
+        return est
+
+    def _family_nll(self, ctx: EvalContext, x: Tensor, offset: float) -> float | None:
+        """The family's own ``log_likelihood`` (the VAE's IWAE) on the same examples as AIS, as a
+        NLL in nats, for the paired comparison (AIS should meet or exceed it); drawn in a forked
+        RNG seeded from the run seed, so the global stream stays as it was. None if it has none."""
+        model = ctx.model
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []), torch.no_grad():
+            torch.manual_seed(int(ctx.seed) + _SEED_OFFSET)
+            parts = [model.log_likelihood(x[i: i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        if any(p is None for p in parts):
+            return None
+        return _finite(-float(torch.cat(parts).double().mean()) + offset)
 
     # -- AIS and BDMC ----------------------------------------------------------------------
     def _log_px(self, model, x: Tensor, generator, *, steps: int, chains: int) -> tuple[Tensor, Tensor]:

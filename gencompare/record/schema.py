@@ -228,6 +228,8 @@ class AISEstimate(_Block):
     bdmc_threshold_nats: Optional[float] = None
     bdmc_gap_too_large: Optional[bool] = None
     bits_per_dim: Optional[float] = None
+    #: own decoder only: the family's own likelihood (the VAE's IWAE) on the same examples, NLL in nats
+    family_nll_nats: Optional[float] = None
     data: str = ""
     seconds: Optional[float] = None
     extra: dict[str, Any] = field(default_factory=dict)

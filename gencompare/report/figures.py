@@ -28,7 +28,8 @@ def _pyplot():
 
 
 #: The unit of each metric drawn, for its axis (headers that name theirs already are left as they are).
-UNITS = {"parzen_ll": "nats", "nll": "nats", "ais_nll": "nats", "ais_decoder_nll": "nats", "bits_per_dim": "bits/dim", "modes_captured": "modes",
+UNITS = {"parzen_ll": "nats", "nll": "nats", "ais_nll": "nats", "ais_decoder_nll": "nats",
+         "ais_decoder_family_nll": "nats", "bits_per_dim": "bits/dim", "modes_captured": "modes",
          "high_quality_pct": "%", "reverse_kl": "nats", "classes_covered": "classes", "modes_covered": "modes",
          "kl_to_data": "nats", "kl_to_uniform": "nats", "precision": "fraction", "recall": "fraction",
          "density": "ratio", "coverage": "fraction", "frechet_distance": "squared feature distance",
