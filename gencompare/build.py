@@ -168,6 +168,26 @@ def run_dir_of(cfg: DictConfig) -> Path:
         raise GencompareError("paths.output_dir is not set (outside a Hydra run, set it explicitly)") from exc
 
 
+def check_run_config(cfg: DictConfig, source: str) -> None:
+    """What a run dir's config must be before anything of it is read or built: no
+    interpolation, only trusted ``_target_``s (:mod:`gencompare.trust`), and a model section
+    this version builds.
+
+    Raises:
+        GencompareError: the first problem, naming ``source``.
+    """
+    # before anything reads a value: a resolver could make a _target_ no check of the text sees
+    check_no_interpolation(cfg, source)
+    # the run's metrics blocks name their classes too, but eval scores with its own metrics
+    # config and never builds the run's: only what rebuilds the model is checked and built
+    check_targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "metrics"}, source)
+    if "parts" not in cfg.model and "arch" in (cfg.model.get("module") or {}):
+        # written before the networks became parts the config names (model.parts): its
+        # model section no longer builds, and guessing today's parts could load other nets
+        raise GencompareError(f"{source} was written by a gencompare older than its networks as config parts (no "
+                              "model.parts); evaluate it with the version that trained it, or train it again")
+
+
 def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust: bool = False,
                    data_dir: str | None = None, device: str = "cpu", check=None):
     """Rebuild a trained run's model from its run dir: the run's ``config.yaml`` (else the
@@ -200,16 +220,7 @@ def load_run_model(run_dir: str | Path, *, ckpt: str | Path | None = None, trust
         cfg = OmegaConf.load(run.config) if run.config.is_file() else OmegaConf.create(checkpoint["config"])
     except Exception as exc:  # noqa: BLE001 - yaml errors come in many types
         raise GencompareError(f"{source} is unreadable ({type(exc).__name__}); cannot rebuild the run's model") from None
-    # before anything reads a value: a resolver could make a _target_ no check of the text sees
-    check_no_interpolation(cfg, str(source))
-    # the run's metrics blocks name their classes too, but eval scores with its own metrics
-    # config and never builds the run's: only what rebuilds the model is checked and built
-    check_targets({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "metrics"}, str(source))
-    if "parts" not in cfg.model and "arch" in (cfg.model.get("module") or {}):
-        # written before the networks became parts the config names (model.parts): its
-        # model section no longer builds, and guessing today's parts could load other nets
-        raise GencompareError(f"{source} was written by a gencompare older than its networks as config parts (no "
-                              "model.parts); evaluate it with the version that trained it, or train it again")
+    check_run_config(cfg, str(source))
     if checkpoint["family"] != cfg.model.name:
         raise GencompareError(
             f"{ckpt_path} holds a {checkpoint['family']} model but {run.path} was a {cfg.model.name} run"

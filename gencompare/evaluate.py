@@ -109,7 +109,7 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     if sampler is not None:
         out["sampler"] = sampler
     ctx = EvalContext(model=model, bundle=bundle, cont=bundle.continuous_view(), samples=samples,
-                      run_dir=Path(run_dir), cache_dir=Path(cache_dir), final=final)
+                      run_dir=Path(run_dir), cache_dir=Path(cache_dir), final=final, seed=int(seed))
     for metric in build_metrics(mcfg):
         if (metric.final_only and not final) or metric.applies(bundle, model) is not True:
             continue

@@ -49,6 +49,8 @@ class EvalContext:
         cache_dir: ``paths.cache_dir`` (cached classifiers, Parzen baselines).
         final: False for a ``trainer.eval_every`` evaluation (fewer samples, and the
             metrics with ``final_only`` skipped).
+        seed: the run's seed; a metric that draws random numbers of its own seeds a
+            ``torch.Generator`` from it, leaving the global RNG the others draw from as it was.
         shared: what earlier metrics leave for later ones, by name.
     """
 
@@ -59,6 +61,7 @@ class EvalContext:
     run_dir: Path
     cache_dir: Path
     final: bool = True
+    seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -17,6 +18,35 @@ from torch.optim import Optimizer
 
 OptimizerFactory = Callable[..., Optimizer]
 """A partially applied optimizer (Hydra ``_partial_: true``): ``factory(params) -> Optimizer``."""
+
+
+@dataclass(frozen=True)
+class LatentDecoder:
+    """What a family with a decoder and a prior exposes for annealed importance sampling
+    (:mod:`gencompare.metrics.ais_metric`): the prior is p(z) = N(0, I_latent_dim) (every
+    family here that has a decoder uses it), and p(x|z) is built from these pieces.
+
+    Attributes:
+        latent_dim: size of z.
+        mean: ``z (n, latent_dim) -> (n, *data_shape)``, E[x|z] in data space (the GAN's
+            G(z), the VAE's decoder mean), differentiable in z; the metric puts the Gaussian
+            observation N(x; mean(z), sigma^2 I) on it (Wu et al. 2017, arXiv:1611.04273).
+        log_prob: the family's own log p(x|z) in nats, ``(x (n, *data_shape), z (n,
+            latent_dim)) -> (n,)``, differentiable in z; None when the family has no
+            observation model of its own (the GAN).
+        sample: ``(z (n, latent_dim), generator) -> x (n, *data_shape)``, a draw from that
+            own p(x|z) (bidirectional Monte Carlo simulates data with it); None with ``log_prob``.
+        name: what the own observation model is, in words (``"bernoulli"``).
+        discrete: whether ``log_prob`` is a probability of the pixel values (Bernoulli,
+            discretized logistic) rather than a density (continuous Bernoulli, Gaussian).
+    """
+
+    latent_dim: int
+    mean: Callable[[Tensor], Tensor]
+    log_prob: Callable[[Tensor, Tensor], Tensor] | None = None
+    sample: Callable[[Tensor, torch.Generator | None], Tensor] | None = None
+    name: str | None = None
+    discrete: bool = False
 
 
 class GenerativeModel(nn.Module, abc.ABC):
@@ -122,6 +152,12 @@ class GenerativeModel(nn.Module, abc.ABC):
         Exact for NADE, an importance-weighted estimate for the VAE, a variational
         lower bound for the DDPM; :attr:`likelihood_kind` names which.
         """
+        return None
+
+    def latent_decoder(self) -> LatentDecoder | None:
+        """The decoder and prior AIS scores (:class:`LatentDecoder`), or None when the family
+        has none (an autoregressive or diffusion model): then ``metrics.ais`` does not apply.
+        Callers put the model in eval mode first (batch norm must not mix the chains)."""
         return None
 
     def describe_sampler(self) -> str | None:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory
 from gencompare.models.gan_remedies import (adam_hyperparameters, adam_moments, pack, unrolled_parameters,
                                             unrolled_parameters_vmapped)
 
@@ -331,3 +331,8 @@ class GAN(GenerativeModel):
     def log_likelihood(self, x: Tensor) -> None:
         """None: a GAN defines no tractable density (score it with Parzen windows)."""
         return None
+
+    def latent_decoder(self) -> LatentDecoder:
+        """z ~ N(0, I) (:meth:`_noise`) and G(z) as the mean of a Gaussian observation model,
+        the GAN's density of Wu et al. 2017; no observation model of its own."""
+        return LatentDecoder(latent_dim=self.latent_dim, mean=self.generate)

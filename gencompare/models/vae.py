@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory
+from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory
 from gencompare.models.pixels import discretized_logistic_log_likelihood
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -278,6 +278,56 @@ class VAE(GenerativeModel):
             log_qz = -0.5 * (eps.pow(2) + _LOG_2PI + logvar).sum(-1)
             chunks.append(torch.logsumexp((log_px + log_pz - log_qz).double(), dim=0))  # (B,)
         return (torch.logsumexp(torch.stack(chunks), dim=0) - math.log(k)).float()
+
+    def _decoder_mean(self, z: Tensor) -> Tensor:
+        """E[x|z] in data space, ``(n, latent_dim) -> (n, *data_shape)``, what :meth:`sample`
+        returns for images (the points' Gaussian mean, not a draw), differentiable in z."""
+        params = self._decode(z)
+        if self.pixel_decoder == "discretized_logistic":
+            x = params[0].clamp(0.0, 1.0)
+        elif self.is_image:
+            x = torch.sigmoid(params) if self.binary else continuous_bernoulli_mean(params)
+        else:
+            x = params[0]
+        return x.reshape(z.shape[0], *self.data_shape)
+
+    def _sample_given_latent(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x ~ p(x|z) of this decoder, ``(n, latent_dim) -> (n, *data_shape)``: Bernoulli
+        draws; the continuous Bernoulli by its inverse CDF x = log1p(u (e^eta - 1)) / eta
+        (Loaiza-Ganem & Cunningham 2019, Sec. 3); a logistic draw rounded to the 256 levels;
+        a Gaussian draw for points."""
+        params = self._decode(z)
+        first = params[0] if isinstance(params, tuple) else params
+        u = torch.rand(first.shape, generator=generator, device=first.device, dtype=first.dtype)
+        if self.pixel_decoder == "discretized_logistic":
+            loc, log_scale = params
+            noise = torch.log(u.clamp(1e-6, 1 - 1e-6)) - torch.log1p(-u.clamp(1e-6, 1 - 1e-6))
+            x = torch.round((loc + log_scale.clamp_min(-7.0).exp() * noise).clamp(0.0, 1.0) * 255.0) / 255.0
+        elif self.binary:
+            x = (u < torch.sigmoid(params)).to(first.dtype)
+        elif self.is_image:
+            eta = params.double()
+            small = eta.abs() < 1e-4
+            safe = torch.where(small, torch.ones_like(eta), eta)
+            # e^eta - 1 overflows for large eta: there use 1 + log(u + (1 - u) e^-eta) / eta
+            pos = 1.0 + torch.log(u.double() + (1.0 - u.double()) * torch.exp(-safe.clamp_min(0.0))) / safe
+            neg = torch.log1p(u.double() * torch.expm1(safe.clamp_max(0.0))) / safe
+            x = torch.where(small, u.double(), torch.where(eta > 0, pos, neg)).clamp(0.0, 1.0).to(first.dtype)
+        else:
+            mean, logvar = params
+            x = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator, device=mean.device,
+                                                              dtype=mean.dtype)
+        return x.reshape(z.shape[0], *self.data_shape)
+
+    def latent_decoder(self) -> LatentDecoder:
+        """The N(0, I) prior, the decoder mean (:meth:`_decoder_mean`) and this VAE's own
+        p(x|z) (the one its ELBO and IWAE estimate use), for AIS: with its own decoder AIS
+        tightens the IWAE estimate; with a Gaussian on the mean a VAE is scored as a GAN is."""
+        return LatentDecoder(
+            latent_dim=self.latent_dim, mean=self._decoder_mean,
+            log_prob=lambda x, z: self._log_px_given_z(x.reshape(x.shape[0], -1), z.unsqueeze(0)).squeeze(0),
+            sample=self._sample_given_latent, name=self.pixel_decoder.replace("_", " "),
+            discrete=self.discrete_likelihood)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -17,7 +17,7 @@ from gencompare.record.layout import atomic_write_json
 SCHEMA_VERSION = 2
 """Version 2 added ``schema_version`` and ``data.coverage``; version 1 (no key) reads the same.
 Optional blocks added since (older files simply lack them): ``fid_is``, ``likelihood.dequantization``,
-``wandb``, ``family_style``, ``compile`` (the compile state that ran); in the ``data`` block (:meth:`gencompare.data.DataBundle.describe`), ``classifier`` (the digit
+``wandb``, ``family_style``, ``compile`` (the compile state that ran), ``ais``; in the ``data`` block (:meth:`gencompare.data.DataBundle.describe`), ``classifier`` (the digit
 classifier that scores mode coverage, or null) and ``table_order`` (where compare puts the variant's table)."""
 
 
@@ -192,6 +192,62 @@ class FidIs(_Block):
 
 
 @dataclass
+class AISEstimate(_Block):
+    """One observation model's annealed importance sampling estimate (docs/protocols.md
+    section 6; Neal 2001; Wu et al. 2017, arXiv:1611.04273), in nats per test example.
+
+    ``nll_nats`` is minus the mean over ``num_test`` examples of forward AIS's log p(x) (a
+    stochastic lower bound, so an upper bound in expectation on the NLL), plus D ln 256
+    where ``data`` says the pixels were dequantized; ``stderr_nats`` its standard error
+    (ddof 1). ``observation``: ``gaussian`` (N(x; mean(z), sigma^2 I), ``sigma`` a standard
+    deviation chosen on the validation split over ``sigma_grid``, whose mean validation
+    log-likelihoods are ``sigma_valid_ll``) or ``decoder (<name>)``, the family's own p(x|z).
+    ``steps`` (K intermediate distributions), ``chains`` per example and ``leapfrog`` steps per
+    HMC transition; ``acceptance_rate`` the mean HMC acceptance probability. BDMC (Grosse
+    et al. 2015) on ``bdmc_examples`` examples simulated from the model: ``bdmc_gap_nats``
+    the mean gap between reverse and forward AIS, ``bdmc_gap_too_large`` whether it exceeds
+    ``bdmc_threshold_nats``."""
+
+    nll_nats: Optional[float]     # None where AIS gave no finite estimate
+    stderr_nats: Optional[float]
+    observation: str
+    steps: int
+    chains: int
+    leapfrog: int
+    num_test: int
+    acceptance_rate: Optional[float] = None
+    sigma: Optional[float] = None
+    sigma_grid: Optional[list[float]] = None
+    sigma_valid_ll: Optional[list[float]] = None
+    num_valid: Optional[int] = None
+    select_steps: Optional[int] = None
+    bdmc_gap_nats: Optional[float] = None
+    bdmc_lower_nats: Optional[float] = None
+    bdmc_upper_nats: Optional[float] = None
+    bdmc_examples: Optional[int] = None
+    bdmc_threshold_nats: Optional[float] = None
+    bdmc_gap_too_large: Optional[bool] = None
+    bits_per_dim: Optional[float] = None
+    #: own decoder only: the family's own likelihood (the VAE's IWAE) on the same examples, NLL in nats
+    family_nll_nats: Optional[float] = None
+    data: str = ""
+    seconds: Optional[float] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AIS(_Block):
+    """``metrics.ais``: AIS estimates of a family with a decoder and a prior, one per
+    observation model: ``gaussian`` (every such family, the GAN's density of Wu et al. 2017)
+    and ``decoder`` (the family's own p(x|z), where it has one: the VAE's, which tightens
+    its IWAE estimate)."""
+
+    gaussian: Optional[AISEstimate] = None
+    decoder: Optional[AISEstimate] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Evaluation(_Block):
     """What one evaluation measured (``evaluate_model``): written at the top level of
     ``metrics.json``; an intermediate one (``trainer.eval_every``) also carries ``step``.
@@ -207,6 +263,7 @@ class Evaluation(_Block):
     classifier: Optional[Classifier] = None
     features: Optional[Features] = None
     fid_is: Optional[FidIs] = None
+    ais: Optional[AIS] = None
     step: Optional[int] = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -28,7 +28,8 @@ def _pyplot():
 
 
 #: The unit of each metric drawn, for its axis (headers that name theirs already are left as they are).
-UNITS = {"parzen_ll": "nats", "nll": "nats", "bits_per_dim": "bits/dim", "modes_captured": "modes",
+UNITS = {"parzen_ll": "nats", "nll": "nats", "ais_nll": "nats", "ais_decoder_nll": "nats",
+         "ais_decoder_family_nll": "nats", "bits_per_dim": "bits/dim", "modes_captured": "modes",
          "high_quality_pct": "%", "reverse_kl": "nats", "classes_covered": "classes", "modes_covered": "modes",
          "kl_to_data": "nats", "kl_to_uniform": "nats", "precision": "fraction", "recall": "fraction",
          "density": "ratio", "coverage": "fraction", "frechet_distance": "squared feature distance",
@@ -55,6 +56,8 @@ def _why_missing(g: Group, m) -> str | None:
         return f"inf in {infinite}/{len(g.runs)} runs"
     if m.name in ("nll", "bits_per_dim") and all(lookup(r.metrics, "likelihood.kind") is None for r in g.runs):
         return f"no likelihood ({g.family})"
+    if m.key.startswith("ais.decoder.") and all(isinstance(lookup(r.metrics, "ais"), dict) for r in g.runs):
+        return f"no own p(x|z) ({g.family})"
     return "not measured"
 
 
@@ -81,6 +84,53 @@ def _bars(groups: Sequence[Group], m) -> list[tuple]:
     return bars
 
 
+#: The log-likelihood estimates drawn side by side per group (:func:`_estimates_panel`):
+#: (label, key, its standard error's key, sign); sign -1 turns a stored NLL into a log-likelihood.
+ESTIMATES = (("Parzen", "parzen.mean", "parzen.stderr", 1.0),
+             ("AIS, Gaussian obs.", "ais.gaussian.nll_nats", "ais.gaussian.stderr_nats", -1.0),
+             ("AIS, own decoder", "ais.decoder.nll_nats", "ais.decoder.stderr_nats", -1.0),
+             ("own likelihood", "likelihood.nll_nats", "likelihood.stderr", -1.0))
+_ESTIMATE_HATCHES = ("", "//", "xx", "..")
+
+
+def _estimates_panel(ax, groups: Sequence[Group]) -> None:
+    """Each group's log-likelihood estimates side by side (issue 23): Parzen, AIS with a Gaussian
+    observation, AIS with the family's own decoder, and its own likelihood (exact / IWAE /
+    bound, its label written on the bar), one hatch each, in the family's colour; error bars
+    as :func:`plot_metrics`'. Parzen and the Gaussian AIS score the same points; the
+    own-decoder AIS and the own likelihood score the family's own data (binarized where it
+    trains so), so compare within those pairs."""
+    width = 0.8 / len(ESTIMATES)
+    labelled: set[str] = set()
+    ticks: list[str] = []
+    for i, g in enumerate(groups):
+        own_label = next((r.likelihood_label for r in g.runs if r.likelihood_label != "none"), None)
+        for j, (label, key, stderr_key, sign) in enumerate(ESTIMATES):
+            st = g.stat(key)
+            if st is None or not math.isfinite(st.mean):
+                continue
+            own = g.stat(stderr_key)
+            err = st.stderr if st.n >= 2 else (own.mean if own else 0.0)
+            x = i - 0.4 + width * (j + 0.5)
+            ax.bar(x, sign * st.mean, width, yerr=0.0 if math.isnan(err) else err, color=g.color,
+                   hatch=_ESTIMATE_HATCHES[j], edgecolor="black", linewidth=0.5, capsize=2)
+            labelled.add(label)
+        ticks.append(f"{wrap(g.label)}\n{g.variant}" + (f"\nown: {own_label}" if own_label else ""))
+    ax.set_xticks(range(len(groups)), ticks, rotation=60, ha="right", fontsize=8)
+    ax.set_title("log-likelihood estimates (nats, higher is better)", fontsize=10)
+    ax.set_ylabel("nats", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=h * 2, label=lab)
+                       for (lab, *_), h in zip(ESTIMATES, _ESTIMATE_HATCHES) if lab in labelled], fontsize=7)
+
+
+def _has_ais(groups: Sequence[Group]) -> bool:
+    return any(g.stat(e[1]) is not None for g in groups for e in ESTIMATES[1:3])
+
+
 def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
     """Bar charts of each metric, one bar per group (and the Parzen baselines), each
     labelled with its number of seeds n; error bars are the standard error over seeds
@@ -94,8 +144,9 @@ def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
     if not panels:
         return None
     plt = _pyplot()
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
+    estimates = _has_ais(groups)  # the estimates' panel, last, where some run has AIS
+    ncols = min(3, len(panels) + estimates)
+    nrows = math.ceil((len(panels) + estimates) / ncols)
     width = max(4.0, 0.6 * max(len(b) for _, b in panels) + 1.8)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 4.6 * nrows), squeeze=False)
     for ax, (m, bars) in zip(axes.flat, panels):
@@ -116,7 +167,9 @@ def plot_metrics(groups: Sequence[Group], path: Path) -> Path | None:
         ax.set_ylabel(UNITS.get(m.name, ""), fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    if estimates:
+        _estimates_panel(list(axes.flat)[len(panels)], groups)
+    for ax in list(axes.flat)[len(panels) + estimates:]:
         ax.axis("off")
     fig.suptitle("gencompare: metrics side by side. Bars: mean over n seeds; error bars: standard error (std / sqrt(n)),\n"
                  "or the metric's own standard error over test examples for n=1; grey notes: values that cannot be drawn",

@@ -75,6 +75,25 @@ def _is_note(m: Mapping[str, Any]) -> str:
     return f"± {std:.2f} (std over {fi.get('splits')} splits of {fi.get('num_fake')} samples)"
 
 
+def _ais_note(block: str) -> Note:
+    """The AIS protocol of one block of ``ais``: sigma, K, chains, leapfrog, acceptance, BDMC gap."""
+    def note(m: Mapping[str, Any]) -> str:
+        a = lookup(m, f"ais.{block}")
+        if not isinstance(a, Mapping):
+            return ""
+        parts = [f"sigma={a['sigma']:.3g}"] if a.get("sigma") is not None else [str(a.get("observation", ""))]
+        parts.append(f"K={a['steps']:,}, {a['chains']} chains, L={a['leapfrog']}, {a['num_test']} test")
+        if a.get("family_nll_nats") is not None:
+            parts.append(f"own likelihood on the same examples {a['family_nll_nats']:.3g}")
+        if a.get("acceptance_rate") is not None:
+            parts.append(f"acceptance {a['acceptance_rate']:.2f}")
+        if a.get("bdmc_gap_nats") is not None:
+            flag = " (ABOVE threshold: not converged)" if a.get("bdmc_gap_too_large") else ""
+            parts.append(f"BDMC gap {a['bdmc_gap_nats']:.3g} nats on {a.get('bdmc_examples')} simulated{flag}")
+        return ", ".join(parts)
+    return note
+
+
 _FEATURES = "features.feature_network"
 
 
@@ -87,6 +106,19 @@ METRICS: tuple[Metric, ...] = (
            absent_note="likelihood.note"),
     Metric("nll_stderr", "likelihood.stderr", "NLL stderr"),
     Metric("bits_per_dim", "likelihood.bits_per_dim", "bits/dim", note=_get("likelihood.note")),
+    # AIS (Wu et al. 2017): -log p(x) under N(x; mean(z), sigma^2 I), on Parzen's data (images) or the
+    # 8-bit images' bits/dim scale; and under the family's own decoder, on its own likelihood's data
+    Metric("ais_nll", "ais.gaussian.nll_nats", "AIS NLL, Gaussian obs. (nats)", own_stderr="ais.gaussian.stderr_nats",
+           note=_ais_note("gaussian")),
+    Metric("ais_decoder_nll", "ais.decoder.nll_nats", "AIS NLL, own decoder (nats)",
+           own_stderr="ais.decoder.stderr_nats", note=_ais_note("decoder")),
+    Metric("ais_decoder_family_nll", "ais.decoder.family_nll_nats", "own NLL on AIS's examples (nats)",
+           note="the family's own likelihood on the examples AIS scored: the paired comparison"),
+    Metric("ais_stderr", "ais.gaussian.stderr_nats", "AIS stderr"),
+    Metric("ais_sigma", "ais.gaussian.sigma", "AIS sigma"),
+    Metric("ais_bdmc_gap", "ais.gaussian.bdmc_gap_nats", "AIS BDMC gap (nats)"),
+    Metric("ais_decoder_stderr", "ais.decoder.stderr_nats", "AIS own decoder stderr"),
+    Metric("ais_decoder_bdmc_gap", "ais.decoder.bdmc_gap_nats", "AIS own decoder BDMC gap (nats)"),
     Metric("modes_captured", "mode_coverage.modes_captured", "modes captured", ("mixture",),
            total="mode_coverage.num_modes", note="within 3 std of a mode (PacGAN)"),
     Metric("high_quality_pct", "mode_coverage.high_quality_fraction", "HQ %", ("mixture",), scale=100.0,
@@ -117,12 +149,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("sample_time_1000_s", "sample_time_1000_s", "1k samples", fmt=fmt_seconds, note=_get("sampler")),
 )
 # metrics shown in the per-variant tables (the stderr / sigma columns are CSV-only)
-TABLE_METRICS = ("parzen_ll", "nll", "modes_captured", "high_quality_pct", "reverse_kl", "classes_covered",
+TABLE_METRICS = ("parzen_ll", "ais_nll", "nll", "ais_decoder_nll", "ais_decoder_family_nll", "modes_captured", "high_quality_pct", "reverse_kl", "classes_covered",
                  "modes_covered", "kl_to_data", "kl_to_uniform", "precision", "recall", "density", "coverage",
                  "frechet_distance", "fid", "inception_score", "fd_train", "parameters", "steps", "train_time_s",
                  "sample_time_1000_s")
 # metrics shown in the terminal table at the end of a run and by `gencompare eval`, in this order
-RUN_TABLE_METRICS = ("nll", "bits_per_dim", "parzen_ll", "modes_captured", "high_quality_pct", "reverse_kl",
+RUN_TABLE_METRICS = ("nll", "bits_per_dim", "parzen_ll", "ais_nll", "ais_decoder_nll", "modes_captured", "high_quality_pct", "reverse_kl",
                      "classes_covered", "kl_to_data", "modes_covered", "kl_to_uniform", "precision", "recall",
                      "density", "coverage", "frechet_distance", "fid", "inception_score", "fd_train",
                      "classifier_score", "classifier_accuracy", "sample_time_1000_s")
@@ -210,8 +242,11 @@ def variant_table(variant: str, groups: Sequence[Group], trusted: frozenset[str]
         rows.append(row)
     devices = sorted({str(r.metrics.get("device")) for g in groups for r in g.runs if r.metrics.get("device")})
     caption = ("± : std over seeds (ddof 1) when seeds > 1; for one run, the metric's own standard error over "
-               "test examples (Parzen, NLL). NLL is each family's own likelihood (its kind in brackets); not "
-               "comparable with Parzen. " + (f"Device: {', '.join(devices)}." if devices else ""))
+               "test examples (Parzen, NLL, AIS). NLL is each family's own likelihood (its kind in brackets); not "
+               "comparable with Parzen. AIS NLL, Gaussian obs.: -log p(x) under N(x; mean(z), sigma^2 I) on the data "
+               "Parzen scores (compare with minus Parzen LL); AIS NLL, own decoder: on the data of the family's own "
+               "NLL, which it tightens (Wu et al. 2017); AIS scores only the first metrics.ais.num_test test examples, "
+               "so hold it against the own NLL on those same examples. " + (f"Device: {', '.join(devices)}." if devices else ""))
     if kind == "mixture":
         caption += " HQ %: samples within 3 std of a mode (PacGAN)."
     return TableData(f"{variant}", columns, rows, caption).without_empty_columns(keep=2)
