@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gencompare.build import load_run_model
+from gencompare.checkpoint import seed_everything
 from gencompare.data import DataBundle
 from gencompare.errors import GencompareError
 from gencompare.metrics.base import EvalContext, build_metrics
@@ -178,6 +179,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         run.path, ckpt=cfg.get("ckpt"), trust=bool(cfg.get("trust_checkpoint", False)),
         data_dir=cfg.paths.data_dir, device=cfg.device.name,
         check=lambda run_cfg: check_metrics_config(cfg.metrics, run_cfg.dataset.get("kind", "image")))
+    # the estimators that draw from the global RNG (IWAE, the DDPM bound) give the same numbers
+    # at every eval of a run: seeded from the run's seed, after the model is rebuilt
+    seed_everything(int(train_cfg.seed))
     results = evaluate_model(cfg.metrics, model, bundle, run_dir=run.path, cache_dir=Path(cfg.paths.cache_dir),
                              seed=int(train_cfg.seed), final=True)
     if run.metrics.is_file():
