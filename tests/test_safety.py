@@ -193,8 +193,8 @@ def _wait_for(path: Path, text: str, proc, timeout: float = 300) -> None:
 # SIGINT takes the same path as SIGTERM (signals.StopRequest) but for the exit status; ~2 min each
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_a_signal_during_the_final_evaluation_and_its_resume(tmp_path, data_dir, sig):
-    args = ["train", "model=ddpm", "dataset=ring8", "model.module.timesteps=200", "logger=none",
-            "trainer.progress=false", "trainer.max_steps=6", "metrics.likelihood.max_examples=200",
+    args = ["train", "model=ddpm", "dataset=ring8", "model.module.timesteps=100", "logger=none",
+            "trainer.progress=false", "trainer.max_steps=6", "metrics.likelihood.max_examples=100",
             "metrics.num_samples_2d=2500", "seed=4"]
     ref = run_cli(*args, "hydra.run.dir=ref", cwd=tmp_path, data_dir=data_dir)
     assert ref.returncode == 0, ref.stderr
