@@ -1,0 +1,188 @@
+"""Starting a data-parallel run (issue 22): ``gencompare train trainer.devices=N`` starts N
+processes on this node with torch elastic's launcher (``elastic_launch``, the API under
+``torchrun``; no launcher of our own), and each process, whether started so or by
+``torchrun --nproc_per_node=N -m gencompare train ...``, becomes one rank here.
+
+The Hydra pitfalls under torchrun (facebookresearch/hydra #2070, lightning-hydra-template
+#393) and what this module does about them:
+
+- every rank resolves ``${now:}`` and makes its own run dir: only rank 0 resolves the run
+  dir and claims it (the claim of a one-process run); every other rank runs the same
+  program into a private scratch dir (``hydra.run.dir=<tmp>``, removed when it ends), so no
+  stray or empty dir is left, and learns rank 0's run dir by a broadcast
+  (:func:`gencompare.train.distributed.step_strategy`);
+- ranks garble ``.hydra/``, ``history.jsonl``, ``metrics.json``: only rank 0 writes the run
+  dir; the others have no W&B run (``logger=none``), no progress line, and a silent
+  console: they print errors only, each naming its rank (:func:`on_rank`);
+- ``--local_rank`` in argv breaks Hydra's parser: :func:`strip_local_rank` turns the legacy
+  launcher's ``--local_rank=N`` / ``--local-rank N`` into ``LOCAL_RANK``.
+
+Why the other ranks run the whole program rather than skip its records: the sample grids,
+periodic evaluations and the final evaluation draw from the global RNG, and every rank must
+advance it alike for the next steps' noise to be the one process's.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+
+from gencompare.errors import GencompareError
+from gencompare.train.distributed import launched, rank_info, teardown
+
+__all__ = ["check", "on_rank", "rank_argv", "start_ranks", "strip_local_rank"]
+
+SCRATCH_PREFIX = "gencompare-rank"
+
+
+def strip_local_rank(args: list[str]) -> list[str]:
+    """``args`` without the legacy launcher's ``--local_rank=N`` / ``--local-rank N``
+    (``python -m torch.distributed.launch`` without ``--use-env``), whose value goes to
+    ``LOCAL_RANK`` as torchrun sets it; Hydra's parser refuses the flag."""
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        key, eq, value = a.partition("=")
+        if key in ("--local_rank", "--local-rank"):
+            if not eq:
+                value, skip = (args[i + 1] if i + 1 < len(args) else "0"), True
+            os.environ.setdefault("LOCAL_RANK", value)
+            continue
+        out.append(a)
+    return out
+
+
+def rank_argv(args: list[str]) -> list[str]:
+    """The overrides this process runs with: ``args`` itself for one process or rank 0;
+    for another rank, ``args`` plus its scratch run dir, no W&B run and no progress line
+    (and its console silenced: errors only)."""
+    args = strip_local_rank(args)
+    info = rank_info()
+    if not launched() or info.main:
+        return args
+    from gencompare.terminal import console
+
+    console.quiet = True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life: rank 0 prints the tables
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{info.rank}-")
+    return [*args, f"hydra.run.dir={scratch}", "logger=none", "trainer.progress=false"]
+
+
+def _composed(args: list[str]):
+    from gencompare.precheck import _compose_checked
+
+    return _compose_checked("train", [a for a in args if not a.startswith("-")])
+
+
+def check(args: list[str], devices: int) -> None:
+    """Refuse in one line, before any process starts, what data parallelism does not train.
+
+    Raises:
+        GencompareError: a sweep (``-m``), a seed batch, the unrolled GAN, a resume.
+    """
+    from gencompare.precheck import _is_multirun
+
+    if _is_multirun(args):
+        raise GencompareError(f"trainer.devices={devices} trains one run on {devices} processes; "
+                              "a sweep (-m) with several devices is not supported: sweep with trainer.devices=1")
+    cfg = _composed(args)
+    if int(cfg.trainer.get("seed_batch") or 1) > 1:
+        raise GencompareError(f"trainer.seed_batch={cfg.trainer.seed_batch} with {devices} processes is not "
+                              "supported: stacked seeds train in one process (set trainer.devices=1)")
+    module = cfg.model.get("module") or {}
+    if int(module.get("unrolled_steps") or 0) > 0:
+        raise GencompareError(f"model.module.unrolled_steps={module.unrolled_steps} with {devices} processes is "
+                              "not supported: the unrolled discriminator steps would see one rank's batch")
+    if bool(cfg.trainer.get("resume")):
+        raise GencompareError(f"trainer.resume=true with {devices} processes is not supported yet: resume with "
+                              "trainer.devices=1")
+
+
+def start_ranks(args: list[str]) -> bool:
+    """``trainer.devices=N > 1`` in a process torch elastic did not start: start N ranks of
+    this command on this node with torch elastic's ``elastic_launch`` (c10d rendezvous on a
+    free local port, as ``torchrun --standalone``), wait for them, and return True; a rank's
+    failure ends the job with its exit status. In a rank, check what it was started with
+    and return False: this process trains.
+
+    Raises:
+        GencompareError: what :func:`check` refuses; ``trainer.devices`` other than the
+            processes torchrun started on this node.
+    """
+    if any(a.split("=", 1)[0] in ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i") for a in args):
+        return False
+    devices = int(_composed(args).trainer.get("devices") or 1)
+    if devices < 1:
+        raise GencompareError(f"trainer.devices must be >= 1 (processes on this node), got {devices}")
+    if launched():
+        info = rank_info()
+        if devices not in (1, info.local_world_size):
+            raise GencompareError(f"trainer.devices={devices} but torchrun started {info.local_world_size} "
+                                  "processes on this node; leave trainer.devices out under torchrun")
+        check(args, info.world_size)
+        return False
+    if devices <= 1:
+        return False
+    check(args, devices)
+    _elastic_launch(args, devices)
+    return True
+
+
+def _elastic_launch(args: list[str], devices: int) -> None:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # torchrun's default with several processes: one thread each, not all threads each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+    try:
+        elastic_launch(config, sys.executable)("-m", "gencompare", "train", *args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = int(failure.exitcode)
+        if code < 0 or code not in (1, 2, 130, 143):  # killed by a signal, or died without its own line
+            from gencompare.terminal import console
+
+            console.print(f"[bold red]error:[/] rank {rank} ended with exit status {code}; the job stopped",
+                          highlight=False)
+        raise SystemExit(code if code > 0 else 1) from None
+
+
+def on_rank(task):
+    """``task`` (one process: itself) run as one rank: its errors say which rank (the other
+    ranks' consoles are silent, so theirs go straight to stderr), and the process group is
+    left and a scratch run dir removed when it ends."""
+    if not launched():
+        return task
+    info = rank_info()
+
+    @functools.wraps(task)
+    def run(cfg):
+        try:
+            return task(cfg)
+        except GencompareError as exc:
+            if info.main:
+                raise GencompareError(f"rank 0: {exc}") from None
+            print(f"error: rank {info.rank}: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        except Exception as exc:
+            print(f"error: rank {info.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            raise
+        finally:
+            teardown()
+            if not info.main:
+                _remove_scratch(cfg)
+
+    return run
+
+
+def _remove_scratch(cfg) -> None:
+    path = str(cfg.paths.output_dir or "")
+    if os.path.basename(path).startswith(SCRATCH_PREFIX) and os.path.dirname(path) == tempfile.gettempdir():
+        shutil.rmtree(path, ignore_errors=True)
