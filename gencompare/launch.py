@@ -83,7 +83,8 @@ def check(args: list[str], devices: int) -> None:
     """Refuse in one line, before any process starts, what data parallelism does not train.
 
     Raises:
-        GencompareError: a sweep (``-m``), a seed batch, the unrolled GAN, a resume.
+        GencompareError: a sweep (``-m``), a global batch that does not split evenly,
+            ``trainer.sync_batchnorm`` off CUDA, a seed batch, the unrolled GAN, a resume.
     """
     from gencompare.precheck import _is_multirun
 
@@ -91,6 +92,12 @@ def check(args: list[str], devices: int) -> None:
         raise GencompareError(f"trainer.devices={devices} trains one run on {devices} processes; "
                               "a sweep (-m) with several devices is not supported: sweep with trainer.devices=1")
     cfg = _composed(args)
+    if int(cfg.trainer.batch_size) % devices:
+        raise GencompareError(f"trainer.batch_size={cfg.trainer.batch_size} does not split over {devices} processes; "
+                              f"choose a multiple of {devices} (it is the global batch)")
+    if bool(cfg.trainer.get("sync_batchnorm")) and (cfg.device.name == "cpu" or not _cuda_device(cfg.device.name)):
+        raise GencompareError("trainer.sync_batchnorm=true needs CUDA: torch's SyncBatchNorm refuses CPU tensors "
+                              "(on CPU each rank normalises with its own batch statistics: leave it false)")
     if int(cfg.trainer.get("seed_batch") or 1) > 1:
         raise GencompareError(f"trainer.seed_batch={cfg.trainer.seed_batch} with {devices} processes is not "
                               "supported: stacked seeds train in one process (set trainer.devices=1)")
@@ -101,6 +108,12 @@ def check(args: list[str], devices: int) -> None:
     if bool(cfg.trainer.get("resume")):
         raise GencompareError(f"trainer.resume=true with {devices} processes is not supported yet: resume with "
                               "trainer.devices=1")
+
+
+def _cuda_device(name: str) -> bool:
+    import torch
+
+    return name in ("cuda", "auto") and torch.cuda.is_available()
 
 
 def start_ranks(args: list[str]) -> bool:

@@ -1,0 +1,166 @@
+"""Data-parallel training on 2 CPU processes (gloo), issue 22: the two ways to start
+(``trainer.devices=2`` and torchrun), one run dir and one record, and the same model as one
+process.
+
+The weights tolerance, ``WEIGHT_ATOL``: 2 ranks compute the same gradients as one process
+except for the order of float sums (each rank's mean over its half, then DDP's average of
+the two, against one mean over the batch), a relative difference of a few float32 ulps per
+step. Measured after 50 steps on ring8 (2026-12-03): at most 2.2e-7 in any weight (DDPM's
+EMA; VAE 2.0e-7, NADE 1.2e-7, GAN 6.7e-8, GAN k=2 8.2e-8), with weights of magnitude up to
+18 (RNADE's c). One Adam step moves a weight by about its learning rate (1e-4 to 2e-4 here),
+so a wrong batch slice or noise draw shows as 1e-4 or more after a single step: 1e-5 (45x
+the measured rounding) separates the two.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, compose_train, run_cli
+from gencompare.checkpoint import load_checkpoint
+from gencompare.launch import strip_local_rank
+from gencompare.models.base import BatchShard, batch_shard, draw_examples
+from gencompare.train.train import train
+
+WEIGHT_ATOL = 1e-5
+TWO_RANKS = ["dataset=ring8", "trainer.max_steps=50", "trainer.batch_size=64", "trainer.log_every=10"]
+CASES = {  # the paper's GAN (k = 1) and k = 2 discriminator steps; RNADE on ring8 (its data-dependent init)
+    "vae": ["model=vae", *TWO_RANKS],
+    "nade": ["model=nade", *TWO_RANKS],
+    "ddpm": ["model=ddpm", "model.module.timesteps=100", *TWO_RANKS],
+    "gan": ["model=gan", *TWO_RANKS],
+    "gan_k2": ["model=gan", "model.module.k=2", *TWO_RANKS],
+}
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "GENCOMPARE_DATA_DIR": str(data_dir),
+            "GENCOMPARE_CACHE_DIR": str(data_dir / "cache"), "WANDB_MODE": "disabled"}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.ckpt")["model"]
+
+
+def _assert_same_model(one: Path, two: Path, what: str) -> None:
+    a, b = _weights(one), _weights(two)
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key].is_floating_point():
+            diff = (a[key].double() - b[key].double()).abs().max().item()
+            assert diff <= WEIGHT_ATOL, f"{what}: {key} differs by {diff:.3g} from the one-process run's"
+        else:
+            assert torch.equal(a[key], b[key]), f"{what}: {key}"
+
+
+def _one_process(run: Path, data_dir: Path, *overrides: str) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(compose_train(run, data_dir, *overrides))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_dirs(log_dir: Path) -> list[Path]:
+    return [p.parent for p in log_dir.rglob(".gencompare-run")]
+
+
+# -- the mechanism, without processes -------------------------------------------------------
+def test_ranks_draw_their_rows_of_the_global_noise():
+    """Each rank's draw under its BatchShard is its rows of one process's draw for the
+    global batch; outside a shard, the draw is the plain one."""
+    torch.manual_seed(3)
+    whole = torch.randn(8, 5)
+    parts = []
+    for rank in range(2):
+        torch.manual_seed(3)
+        with batch_shard(BatchShard(rank, 2)):
+            parts.append(draw_examples(lambda m: torch.randn(m, 5), 4))
+    assert torch.equal(torch.cat(parts), whole)
+    torch.manual_seed(3)
+    assert torch.equal(draw_examples(lambda m: torch.randn(m, 5), 8), whole)
+
+
+def test_legacy_local_rank_flag_is_dropped_before_hydra(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert strip_local_rank(["--local_rank=1", "train", "model=vae"]) == ["train", "model=vae"]
+    assert os.environ["LOCAL_RANK"] == "1"
+    assert strip_local_rank(["train", "--local-rank", "0", "seed=1"]) == ["train", "seed=1"]
+
+
+# -- refused in one line before any process starts ------------------------------------------
+@pytest.mark.parametrize(("args", "message"), [
+    (["trainer.seed_batch=2"], "trainer.seed_batch=2 with 2 processes is not supported"),
+    (["model=gan", "model.module.unrolled_steps=2"], "model.module.unrolled_steps=2 with 2 processes"),
+    (["trainer.batch_size=63"], "trainer.batch_size=63 does not split over 2 processes"),
+    (["trainer.sync_batchnorm=true", "device=cpu"], "trainer.sync_batchnorm=true needs CUDA"),
+    (["trainer.resume=true"], "trainer.resume=true with 2 processes is not supported yet"),
+])
+def test_what_two_processes_cannot_train_is_refused_in_one_line(tmp_path, data_dir, args, message):
+    result = run_cli("train", "trainer.devices=2", "model=vae", "dataset=ring8", "logger=none",
+                     f"paths.log_dir={tmp_path / 'logs'}", *args, cwd=tmp_path, data_dir=data_dir, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "logs").exists() or not _run_dirs(tmp_path / "logs")
+
+
+# -- two processes -----------------------------------------------------------------------------
+def test_devices_2_is_one_run_with_the_one_process_model(tmp_path, data_dir):
+    """The issue's acceptance command: 2 ranks from inside `gencompare train`, one run dir
+    (one .hydra/, metrics.json with world_size 2, history.jsonl), rank 1 silent, no scratch
+    dir left, and the weights of one process trained on the same global batches."""
+    logs = tmp_path / "logs"
+    before = {p.name for p in Path("/tmp").glob("gencompare-rank*")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gencompare", "train", "trainer.devices=2", "model=vae", "dataset=ring8",
+         "trainer.max_steps=50", "logger=none", "metrics=fast", "trainer.progress=false", f"paths.log_dir={logs}"],
+        cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _run_dirs(logs)
+    assert len(runs) == 1 and len(list((logs / "runs").glob("*/*"))) == 1, runs  # no stray dir of rank 1
+    run = runs[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["batch_size"], metrics["batch_size_per_rank"]) == (2, 100, 50)
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert len((run / "history.jsonl").read_text().splitlines()) == 1  # log_every 50: one record, rank 0's
+    assert result.stderr.count("done:") == 1 and result.stdout.count("modes captured") == 1, result.stderr
+    assert {p.name for p in Path("/tmp").glob("gencompare-rank*")} <= before  # the scratch dir went
+    _one_process(tmp_path / "one", data_dir, "model=vae", "dataset=ring8", "trainer.max_steps=50",
+                 "trainer.batch_size=100")
+    _assert_same_model(tmp_path / "one", run, "vae, trainer.devices=2")
+
+
+def test_torchrun_form_is_one_run(tmp_path, data_dir):
+    logs = tmp_path / "logs"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gencompare",
+         "train", "model=gan", "dataset=ring8", "trainer.max_steps=20", "logger=none", "metrics=none",
+         "trainer.progress=false", f"paths.log_dir={logs}"],
+        cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _run_dirs(logs)
+    assert len(runs) == 1, runs
+    assert json.loads((runs[0] / "metrics.json").read_text())["world_size"] == 2
+    assert result.stderr.count("done:") == 1, result.stderr
+
+
+def test_two_ranks_train_the_one_process_model_for_every_family(tmp_path, data_dir):
+    """VAE, RNADE, DDPM and the GAN (k = 1 and 2) after 50 steps on 2 gloo ranks have the
+    weights of one process trained on the same global batch, to WEIGHT_ATOL."""
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "tests" / "distributed_worker.py"), str(out), str(data_dir), json.dumps(CASES)],
+        cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, overrides in CASES.items():
+        _one_process(out / name / "one", data_dir, *overrides)
+        _assert_same_model(out / name / "one", out / name / "rank0", name)
