@@ -36,6 +36,8 @@ CASES = {  # the paper's GAN (k = 1) and k = 2 discriminator steps; RNADE on rin
     "ddpm": ["model=ddpm", "model.module.timesteps=100", *TWO_RANKS],
     "gan": ["model=gan", *TWO_RANKS],
     "gan_k2": ["model=gan", "model.module.k=2", *TWO_RANKS],
+    # the paper's MNIST nets: the maxout discriminator's dropout masks (base.ExampleDropout)
+    "gan_mnist": ["model=gan", "dataset=mnist", *TWO_RANKS[1:]],
 }
 
 

@@ -228,3 +228,19 @@ def gather_examples(x: Tensor) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(shard.world_size)]
     dist.all_gather(parts, x.detach().contiguous())
     return torch.cat(parts)
+
+
+class ExampleDropout(nn.Dropout):
+    """``nn.Dropout`` whose mask, in a data-parallel step, is this rank's rows of the mask
+    one process draws for the global batch (:func:`draw_examples`), so that N ranks drop
+    the units one process drops. Outside a :class:`BatchShard` it is ``nn.Dropout`` itself.
+    The mask is drawn as CPU's ``F.dropout`` draws it (``bernoulli_(1 - p)`` of the input's
+    shape, scaled by ``1 / (1 - p)``): on CUDA, whose dropout is a fused kernel with its own
+    random stream, the ranks' masks are as random but not one process's bit for bit."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or not 0.0 < self.p < 1.0 or _SHARD.get() is None:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        mask = draw_examples(lambda m: x.new_empty(m, *x.shape[1:]).bernoulli_(keep), len(x))
+        return x * mask.div_(keep)
