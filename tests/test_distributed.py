@@ -166,3 +166,29 @@ def test_two_ranks_train_the_one_process_model_for_every_family(tmp_path, data_d
     for name, overrides in CASES.items():
         _one_process(out / name / "one", data_dir, *overrides)
         _assert_same_model(out / name / "one", out / name / "rank0", name)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_error_names_its_rank(monkeypatch, capsys, tmp_path, rank):
+    """Rank 0 reports through the command's one-line error (prefixed); another rank, whose
+    console is silent, writes its line to stderr itself and exits 2."""
+    from omegaconf import OmegaConf
+
+    from gencompare.errors import GencompareError
+    from gencompare.launch import on_rank
+
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def task(cfg):
+        raise GencompareError("bad input")
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+    if rank == 0:
+        with pytest.raises(GencompareError, match="^rank 0: bad input$"):
+            on_rank(task)(cfg)
+    else:
+        with pytest.raises(SystemExit) as exc:
+            on_rank(task)(cfg)
+        assert exc.value.code == 2
+        assert capsys.readouterr().err == "error: rank 1: bad input\n"
