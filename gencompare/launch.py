@@ -29,8 +29,10 @@ import shutil
 import sys
 import tempfile
 import uuid
+from pathlib import Path
 
 from gencompare.errors import GencompareError
+from gencompare.record import RunDir
 from gencompare.train.distributed import launched, rank_info, teardown
 
 __all__ = ["check", "on_rank", "rank_argv", "start_ranks", "strip_local_rank"]
@@ -70,7 +72,22 @@ def rank_argv(args: list[str]) -> list[str]:
     console.quiet = True
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life: rank 0 prints the tables
     scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{info.rank}-")
+    _resume_from_rank0(args, Path(scratch))
     return [*args, f"hydra.run.dir={scratch}", "logger=none", "trainer.progress=false"]
+
+
+def _resume_from_rank0(args: list[str], scratch: Path) -> None:
+    """A resumed run (``trainer.resume=true hydra.run.dir=<run>``): this rank continues
+    rank 0's checkpoint, copied into its scratch dir. Rank 0's checkpoint is every rank's
+    state: the ranks' weights and optimizer states are equal after each averaged step, and
+    their global RNGs too (every rank draws the global batch's noise)."""
+    values = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    if values.get("trainer.resume", "false").lower() != "true" or "hydra.run.dir" not in values:
+        return
+    checkpoint = Path(values["hydra.run.dir"]) / RunDir.CHECKPOINT
+    if checkpoint.is_file():
+        (scratch / checkpoint.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(checkpoint, scratch / RunDir.CHECKPOINT)
 
 
 def _composed(args: list[str]):
@@ -84,7 +101,7 @@ def check(args: list[str], devices: int) -> None:
 
     Raises:
         GencompareError: a sweep (``-m``), a global batch that does not split evenly,
-            ``trainer.sync_batchnorm`` off CUDA, a seed batch, the unrolled GAN, a resume.
+            ``trainer.sync_batchnorm`` off CUDA, a seed batch, the unrolled GAN.
     """
     from gencompare.precheck import _is_multirun
 
@@ -105,9 +122,6 @@ def check(args: list[str], devices: int) -> None:
     if int(module.get("unrolled_steps") or 0) > 0:
         raise GencompareError(f"model.module.unrolled_steps={module.unrolled_steps} with {devices} processes is "
                               "not supported: the unrolled discriminator steps would see one rank's batch")
-    if bool(cfg.trainer.get("resume")):
-        raise GencompareError(f"trainer.resume=true with {devices} processes is not supported yet: resume with "
-                              "trainer.devices=1")
 
 
 def _cuda_device(name: str) -> bool:
