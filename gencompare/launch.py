@@ -38,6 +38,10 @@ from gencompare.train.distributed import launched, rank_info, teardown
 __all__ = ["check", "on_rank", "rank_argv", "start_ranks", "strip_local_rank"]
 
 SCRATCH_PREFIX = "gencompare-rank"
+#: the exit status of a rank whose collective failed because another rank died or hangs
+LOST_RANK_EXIT = 79
+#: set in the ranks that trainer.devices=N started: their launcher says which rank failed
+LAUNCHER_REPORTS = "GENCOMPARE_LAUNCHER_REPORTS"
 
 
 def strip_local_rank(args: list[str]) -> list[str]:
@@ -164,20 +168,29 @@ def _elastic_launch(args: list[str], devices: int) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    import logging
+
     # torchrun's default with several processes: one thread each, not all threads each
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ[LAUNCHER_REPORTS] = "1"
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure report: ours below
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
     try:
         elastic_launch(config, sys.executable)("-m", "gencompare", "train", *args)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
+        # the rank that failed, not one that lost it; its own line said why unless it died
+        # without one (a signal, a crash)
+        failures = sorted(exc.failures.items(), key=lambda kv: (kv[1].exitcode == LOST_RANK_EXIT, kv[1].timestamp))
+        rank, failure = failures[0]
         code = int(failure.exitcode)
-        if code < 0 or code not in (1, 2, 130, 143):  # killed by a signal, or died without its own line
+        if code < 0 or code not in (2, 130, 143):
+            import signal
+
             from gencompare.terminal import console
 
-            console.print(f"[bold red]error:[/] rank {rank} ended with exit status {code}; the job stopped",
-                          highlight=False)
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit status {code}"
+            console.print(f"[bold red]error:[/] rank {rank} {how}; the job stopped", highlight=False)
         raise SystemExit(code if code > 0 else 1) from None
 
 
@@ -199,6 +212,12 @@ def on_rank(task):
             print(f"error: rank {info.rank}: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         except Exception as exc:
+            if lost_another_rank(exc):  # a rank died or hangs: one line (the launcher's, when it is ours)
+                if not os.environ.get(LAUNCHER_REPORTS):
+                    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    print(f"error: rank {info.rank}: another rank stopped answering ({first}); the job stopped",
+                          file=sys.stderr, flush=True)
+                raise SystemExit(LOST_RANK_EXIT) from None
             print(f"error: rank {info.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             raise
         finally:
@@ -207,6 +226,16 @@ def on_rank(task):
                 _remove_scratch(cfg)
 
     return run
+
+
+def lost_another_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank died, or timed out
+    (``GENCOMPARE_COLLECTIVE_TIMEOUT_S``) because one hangs."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or (
+        isinstance(exc, RuntimeError) and any(w in text for w in ("gloo", "NCCL", "Connection reset", "Timed out")))
 
 
 def _remove_scratch(cfg) -> None:

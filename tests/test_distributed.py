@@ -218,3 +218,43 @@ def test_resume_on_two_ranks_is_bit_identical_and_one_process_may_continue(tmp_p
     assert all(torch.equal(full[k], part[k]) for k in full), "resumed on 2 ranks: weights differ bit-wise"
     _one_process(tmp_path / "part1", data_dir, *base, "trainer.max_steps=20", "trainer.resume=true")
     _assert_same_model(tmp_path / "full", tmp_path / "part1", "a 2-rank checkpoint continued by one process")
+
+
+def _rank_pids(parent: int) -> dict[int, int]:
+    """rank -> pid of the ranks the launcher process ``parent`` started (from their environment)."""
+    out = {}
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        rank = next((int(e.split(b"=", 1)[1]) for e in env if e.startswith(b"RANK=")), None)
+        if rank is not None:
+            out[rank] = int(child)
+    return out
+
+
+def test_a_rank_killed_ends_the_job_in_one_line(tmp_path, data_dir):
+    """SIGKILL of rank 1 mid-training: rank 0's collective fails at once (no hang until the
+    collective timeout), and the command ends with exit status 1 and one line naming rank 1."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gencompare", "train", "trainer.devices=2", "model=gan", "dataset=ring8",
+         "trainer.max_steps=10000000", "logger=none", "metrics=none", "trainer.progress=false",
+         f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=tmp_path, env=_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # rank 0 says where it trains once both ranks joined
+            lines.append(line)
+            if "run dir" in line:
+                break
+        time.sleep(2)
+        ranks = _rank_pids(proc.pid)
+        assert set(ranks) == {0, 1}, (ranks, lines)
+        os.kill(ranks[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    errors = [ln for ln in err.splitlines() if ln.strip()]
+    assert errors == ["error: rank 1 was killed by SIGKILL; the job stopped"], err[-2000:]
