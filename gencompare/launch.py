@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gencompare.errors import GencompareError
 from gencompare.record import RunDir
-from gencompare.train.distributed import launched, rank_info, teardown
+from gencompare.train.distributed import elastic_record, launched, rank_info, teardown
 
 __all__ = ["check", "on_rank", "rank_argv", "start_ranks", "strip_local_rank"]
 
@@ -67,7 +67,7 @@ def rank_argv(args: list[str]) -> list[str]:
     """The overrides this process runs with: ``args`` itself for one process or rank 0;
     for another rank, ``args`` plus its scratch run dir, no W&B run and no progress line
     (and its console silenced: errors only)."""
-    args = strip_local_rank(args)
+    args = resolve_auto_resume(strip_local_rank(args))
     info = rank_info()
     if not launched() or info.main:
         return args
@@ -78,6 +78,26 @@ def rank_argv(args: list[str]) -> list[str]:
     scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{info.rank}-")
     _resume_from_rank0(args, Path(scratch))
     return [*args, f"hydra.run.dir={scratch}", "logger=none", "trainer.progress=false"]
+
+
+def resolve_auto_resume(args: list[str]) -> list[str]:
+    """``trainer.resume=auto`` on the command line: ``trainer.resume=true`` with the run dir
+    when it holds a checkpoint (``hydra.run.dir``, or, in a job torchrun restarted, the run
+    dir rank 0 noted for the job, :func:`gencompare.train.distributed.note_run_dir`), else
+    ``trainer.resume=false``: torchrun ``--max-restarts`` then brings a job back where its
+    last checkpoint left it."""
+    if "trainer.resume=auto" not in args:
+        return args
+    rest = [a for a in args if a != "trainer.resume=auto"]
+    given = [a.split("=", 1)[1] for a in rest if a.startswith("hydra.run.dir=")]
+    run_dir = given[-1] if given else None
+    if run_dir is None and launched():
+        record = elastic_record(str(_composed(rest).paths.log_dir))
+        run_dir = record.read_text().strip() if record is not None and record.is_file() else None
+    if run_dir is not None and (Path(run_dir) / RunDir.CHECKPOINT).is_file():
+        return [*(a for a in rest if not a.startswith("hydra.run.dir=")), f"hydra.run.dir={run_dir}",
+                "trainer.resume=true"]
+    return [*rest, "trainer.resume=false"]
 
 
 def _resume_from_rank0(args: list[str], scratch: Path) -> None:

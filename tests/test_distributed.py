@@ -258,3 +258,35 @@ def test_a_rank_killed_ends_the_job_in_one_line(tmp_path, data_dir):
     assert proc.returncode == 1
     errors = [ln for ln in err.splitlines() if ln.strip()]
     assert errors == ["error: rank 1 was killed by SIGKILL; the job stopped"], err[-2000:]
+
+
+def test_torchrun_restart_resumes_from_the_checkpoint(tmp_path, data_dir):
+    """torchrun --max-restarts=1 and trainer.resume=auto: SIGKILL of rank 1 after the first
+    checkpoint, the job restarts, continues that checkpoint in the same run dir and ends
+    with the weights of an uninterrupted run, bit for bit."""
+    import time
+
+    base = ["model=gan", "dataset=ring8", "logger=none", "metrics=none", "trainer.progress=false",
+            "trainer.batch_size=64", "trainer.max_steps=400", "trainer.checkpoint_every=50"]
+    logs = tmp_path / "logs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+         "-m", "gencompare", "train", *base, "trainer.resume=auto", f"paths.log_dir={logs}"],
+        cwd=tmp_path, env=_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(logs.rglob("checkpoints/last.ckpt")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        ranks = _rank_pids(proc.pid)
+        assert set(ranks) == {0, 1} and list(logs.rglob("checkpoints/last.ckpt")), ranks
+        os.kill(ranks[1], 9)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "resuming" in err, err[-3000:]
+    runs = _run_dirs(logs)
+    assert len(runs) == 1, runs
+    _two_ranks(tmp_path, data_dir, *base, f"hydra.run.dir={tmp_path / 'full'}")
+    full, resumed = _weights(tmp_path / "full"), _weights(runs[0])
+    assert all(torch.equal(full[k], resumed[k]) for k in full), "restarted job: weights differ bit-wise"

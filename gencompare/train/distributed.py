@@ -206,7 +206,29 @@ def step_strategy(cfg: Any, model: GenerativeModel, stream: BatchStream,
     shared = [str(run_dir) if run_dir is not None else None]
     dist.broadcast_object_list(shared, src=0)  # rank 0 claimed it; the others write into a scratch dir
     strategy.run_dir = shared[0]
+    if info.main and run_dir is not None:
+        note_run_dir(str(cfg.paths.log_dir), run_dir)
     return strategy
+
+
+#: under ``<paths.log_dir>``: the run dir of each torch elastic job (its run id), read by
+#: ``trainer.resume=auto`` when torchrun restarts the job (``--max-restarts``)
+ELASTIC_RECORDS = ".elastic"
+
+
+def elastic_record(log_dir: str) -> Path | None:
+    """Where this torch elastic job's run dir is noted (None outside one)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return Path(log_dir) / ELASTIC_RECORDS / f"{run_id}.txt" if run_id else None
+
+
+def note_run_dir(log_dir: str, run_dir: Path) -> None:
+    """Rank 0: note the run dir it claimed under the job's run id, so that a restarted job
+    (``trainer.resume=auto``) continues it rather than claiming another."""
+    record = elastic_record(log_dir)
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(str(Path(run_dir).resolve()) + "\n")
 
 
 def record_facts(cfg: Any) -> dict[str, int]:
