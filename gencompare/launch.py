@@ -75,8 +75,10 @@ def rank_argv(args: list[str]) -> list[str]:
 
     console.quiet = True
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life: rank 0 prints the tables
-    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{info.rank}-")
-    _resume_from_rank0(args, Path(scratch))
+    scratch = scratch_dir(info.rank)
+    shutil.rmtree(scratch, ignore_errors=True)  # a restarted job's rank: its earlier attempt's
+    scratch.mkdir(parents=True)
+    _resume_from_rank0(args, scratch)
     return [*args, f"hydra.run.dir={scratch}", "logger=none", "trainer.progress=false"]
 
 
@@ -98,6 +100,12 @@ def resolve_auto_resume(args: list[str]) -> list[str]:
         return [*(a for a in rest if not a.startswith("hydra.run.dir=")), f"hydra.run.dir={run_dir}",
                 "trainer.resume=true"]
     return [*rest, "trainer.resume=false"]
+
+
+def scratch_dir(rank: int, run_id: str | None = None) -> Path:
+    """The scratch run dir of ``rank`` in the torch elastic job ``run_id`` (this one's by
+    default), named so that the launcher can remove those of ranks that were killed."""
+    return Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{rank}-{run_id or os.environ.get('TORCHELASTIC_RUN_ID', 'x')}"
 
 
 def _resume_from_rank0(args: list[str], scratch: Path) -> None:
@@ -185,6 +193,7 @@ def start_ranks(args: list[str]) -> bool:
 
 
 def _elastic_launch(args: list[str], devices: int) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -194,10 +203,16 @@ def _elastic_launch(args: list[str], devices: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ[LAUNCHER_REPORTS] = "1"
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure report: ours below
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=str(uuid.uuid4()),
+    for name, logger in list(logging.root.manager.loggerDict.items()):  # torch sets each one's level
+        if name.startswith("torch.distributed.elastic") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.CRITICAL)
+    run_id = str(uuid.uuid4())
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=run_id,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
     try:
         elastic_launch(config, sys.executable)("-m", "gencompare", "train", *args)
+    except SignalException as exc:  # SIGINT / SIGTERM: the ranks finished their step and rank 0 said where
+        raise SystemExit(128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
         # the rank that failed, not one that lost it; its own line said why unless it died
         # without one (a signal, a crash)
@@ -212,6 +227,9 @@ def _elastic_launch(args: list[str], devices: int) -> None:
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit status {code}"
             console.print(f"[bold red]error:[/] rank {rank} {how}; the job stopped", highlight=False)
         raise SystemExit(code if code > 0 else 1) from None
+    finally:
+        for rank in range(devices):  # a rank that was killed could not remove its own
+            shutil.rmtree(scratch_dir(rank, run_id), ignore_errors=True)
 
 
 def on_rank(task):
@@ -259,6 +277,6 @@ def lost_another_rank(exc: BaseException) -> bool:
 
 
 def _remove_scratch(cfg) -> None:
-    path = str(cfg.paths.output_dir or "")
-    if os.path.basename(path).startswith(SCRATCH_PREFIX) and os.path.dirname(path) == tempfile.gettempdir():
+    path = Path(str(cfg.paths.output_dir or ""))
+    if path.name.startswith(SCRATCH_PREFIX) and str(path.parent) == tempfile.gettempdir():
         shutil.rmtree(path, ignore_errors=True)

@@ -290,3 +290,37 @@ def test_torchrun_restart_resumes_from_the_checkpoint(tmp_path, data_dir):
     _two_ranks(tmp_path, data_dir, *base, f"hydra.run.dir={tmp_path / 'full'}")
     full, resumed = _weights(tmp_path / "full"), _weights(runs[0])
     assert all(torch.equal(full[k], resumed[k]) for k in full), "restarted job: weights differ bit-wise"
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint(tmp_path, data_dir, sig, code):
+    """SIGTERM to `gencompare train trainer.devices=2`: every rank finishes the same step
+    (they agree on stopping each step), rank 0 saves one checkpoint at that step and says so
+    in one line, the command exits 143, and no scratch dir is left."""
+    import signal
+    import time
+
+    logs = tmp_path / "logs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gencompare", "train", "trainer.devices=2", "model=gan", "dataset=ring8",
+         "trainer.max_steps=10000000", "logger=none", "metrics=none", "trainer.progress=false",
+         f"paths.log_dir={logs}"],
+        cwd=tmp_path, env=_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "run dir" in line:
+                break
+        time.sleep(3)
+        run_id = next(iter(_rank_pids(proc.pid)), None)
+        assert run_id is not None
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted ({sig}) at step "), err[-3000:]
+    step = int(lines[0].split(" at step ")[1].split("/")[0])
+    (run,) = _run_dirs(logs)
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == step
+    assert not list(Path("/tmp").glob("gencompare-rank*")), "a scratch dir was left"

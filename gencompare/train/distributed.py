@@ -176,6 +176,17 @@ class DataParallel:
             seen |= {id(p) for p in params}
         self.ddp = {name: _wrap_optimizer_params(model, params, device) for name, params in groups.items()}
         self.run_dir: str | None = None  # rank 0's run dir, once :func:`step_strategy` shared it
+        # the stop flag goes over gloo on the host: on nccl it would sync the GPU every step
+        self.control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+        self._flag = torch.zeros(1, dtype=torch.int32)
+
+    def agree_stop(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop (SIGINT / SIGTERM) by the end of this step: one
+        small all-reduce per step, so that every rank finishes the same step and rank 0's
+        checkpoint is every rank's state."""
+        self._flag.fill_(int(requested))
+        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(self._flag.item())
 
     def next_batch(self) -> Tensor:
         batch = next(self.stream)  # (B, ...): the global batch, as one process draws it
