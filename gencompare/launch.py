@@ -242,8 +242,11 @@ def on_rank(task):
 
     @functools.wraps(task)
     def run(cfg):
+        finished = False
         try:
-            return task(cfg)
+            result = task(cfg)
+            finished = True
+            return result
         except GencompareError as exc:
             if info.main:
                 raise GencompareError(f"rank 0: {exc}") from None
@@ -259,7 +262,7 @@ def on_rank(task):
             print(f"error: rank {info.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             raise
         finally:
-            teardown()
+            teardown(finished=finished)
             if not info.main:
                 _remove_scratch(cfg)
 

@@ -24,7 +24,7 @@ import torch
 
 from conftest import ROOT, compose_train, run_cli
 from gencompare.checkpoint import load_checkpoint
-from gencompare.launch import strip_local_rank
+from gencompare.launch import scratch_dir, strip_local_rank
 from gencompare.models.base import BatchShard, batch_shard, draw_examples
 from gencompare.train.train import train
 
@@ -311,8 +311,9 @@ def test_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint
             if "run dir" in line:
                 break
         time.sleep(3)
-        run_id = next(iter(_rank_pids(proc.pid)), None)
-        assert run_id is not None
+        ranks = _rank_pids(proc.pid)
+        env = Path(f"/proc/{ranks[1]}/environ").read_bytes().split(b"\0")
+        run_id = next(e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"TORCHELASTIC_RUN_ID="))
         proc.send_signal(getattr(signal, sig))
         _, err = proc.communicate(timeout=120)
     finally:
@@ -323,4 +324,4 @@ def test_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint
     step = int(lines[0].split(" at step ")[1].split("/")[0])
     (run,) = _run_dirs(logs)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == step
-    assert not list(Path("/tmp").glob("gencompare-rank*")), "a scratch dir was left"
+    assert not scratch_dir(1, run_id).exists(), "rank 1's scratch dir was left"

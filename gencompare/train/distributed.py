@@ -52,7 +52,7 @@ __all__ = ["DataParallel", "RankInfo", "launched", "rank_info", "record_facts", 
 
 #: seconds a collective waits for the other ranks before the job fails (a rank that died
 #: or hangs ends the run in one line instead of a hang); ``GENCOMPARE_COLLECTIVE_TIMEOUT_S``.
-COLLECTIVE_TIMEOUT_S = 300
+COLLECTIVE_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,39 @@ def setup(device: torch.device) -> RankInfo:
         if device.type == "cuda":
             torch.cuda.set_device(info.local_rank)
             kwargs["device_id"] = torch.device("cuda", info.local_rank)
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)
+        limit = datetime.timedelta(seconds=timeout)
+        dist.init_process_group(backend, store=_attempt_store(info, limit), rank=info.rank,
+                                world_size=info.world_size, timeout=limit, **kwargs)
     return info
 
 
-def teardown() -> None:
-    """Leave the process group (a no-op when none was joined)."""
+def _attempt_store(info: RankInfo, timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store at ``MASTER_ADDR:MASTER_PORT`` (torch elastic's agent serves
+    it; otherwise rank 0), its keys prefixed with the job's attempt: a job that torchrun
+    restarted reuses the agent's store, and without the prefix a rank may read the address a
+    dead rank of the earlier attempt published there (seen: gloo "connection refused", then
+    a hang, in 3 of 5 restarts)."""
+    env = os.environ
+    agent_serves = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(env.get("MASTER_ADDR", "localhost"), int(env.get("MASTER_PORT", "29500")),
+                          info.world_size, is_master=not agent_serves and info.main, timeout=timeout,
+                          multi_tenant=True)
+    attempt = f"{env.get('TORCHELASTIC_RUN_ID', 'job')}/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return dist.PrefixStore(f"gencompare/{attempt}/", store)
+
+
+#: the collective :meth:`DataParallel.agree_stop` left running, finished before leaving
+_PENDING: list[Any] = []
+
+
+def teardown(*, finished: bool = True) -> None:
+    """Leave the process group (a no-op when none was joined): after a run that finished,
+    once the last stop flag's all-reduce did; after a failure, at once (another rank may be
+    gone)."""
+    while _PENDING:
+        work = _PENDING.pop()
+        if finished:
+            work.wait()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -178,15 +205,24 @@ class DataParallel:
         self.run_dir: str | None = None  # rank 0's run dir, once :func:`step_strategy` shared it
         # the stop flag goes over gloo on the host: on nccl it would sync the GPU every step
         self.control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-        self._flag = torch.zeros(1, dtype=torch.int32)
+        self._flags: tuple[Tensor, Any] | None = None  # the last step's flag, being reduced
 
     def agree_stop(self, requested: bool) -> bool:
-        """Whether any rank was asked to stop (SIGINT / SIGTERM) by the end of this step: one
-        small all-reduce per step, so that every rank finishes the same step and rank 0's
-        checkpoint is every rank's state."""
-        self._flag.fill_(int(requested))
-        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self.control)
-        return bool(self._flag.item())
+        """Whether any rank had been asked to stop (SIGINT / SIGTERM) by the end of the
+        previous step: each step's flags are all-reduced while the next step runs (no wait
+        on the others per step), so every rank stops after the same step, one step after the
+        signal, and rank 0's checkpoint is every rank's state."""
+        agreed = False
+        if self._flags is not None:
+            flag, work = self._flags
+            work.wait()
+            agreed = bool(flag.item())
+        flag = torch.tensor([int(requested)], dtype=torch.int32)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.control, async_op=True)
+        self._flags = (flag, work)
+        _PENDING.append(work)
+        del _PENDING[:-1]
+        return agreed
 
     def next_batch(self) -> Tensor:
         batch = next(self.stream)  # (B, ...): the global batch, as one process draws it
