@@ -132,14 +132,9 @@ def check(args: list[str], devices: int) -> None:
     """Refuse in one line, before any process starts, what data parallelism does not train.
 
     Raises:
-        GencompareError: a sweep (``-m``), a global batch that does not split evenly,
+        GencompareError: a global batch that does not split evenly,
             ``trainer.sync_batchnorm`` off CUDA, a seed batch, the unrolled GAN.
     """
-    from gencompare.precheck import _is_multirun
-
-    if _is_multirun(args):
-        raise GencompareError(f"trainer.devices={devices} trains one run on {devices} processes; "
-                              "a sweep (-m) with several devices is not supported: sweep with trainer.devices=1")
     cfg = _composed(args)
     if int(cfg.trainer.batch_size) % devices:
         raise GencompareError(f"trainer.batch_size={cfg.trainer.batch_size} does not split over {devices} processes; "
@@ -174,6 +169,14 @@ def start_ranks(args: list[str]) -> bool:
             processes torchrun started on this node.
     """
     if any(a.split("=", 1)[0] in ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i") for a in args):
+        return False
+    from gencompare.precheck import _is_multirun
+
+    if _is_multirun(args):  # a sweep's values do not compose as one config; its jobs train one process each
+        devices_given = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == "trainer.devices"]
+        if launched() or any(d.strip() != "1" for d in devices_given):
+            raise GencompareError("a sweep (-m) trains each job in one process: several processes per job "
+                                  "(trainer.devices > 1, torchrun) are not supported; sweep with trainer.devices=1")
         return False
     devices = int(_composed(args).trainer.get("devices") or 1)
     if devices < 1:

@@ -100,6 +100,7 @@ def test_legacy_local_rank_flag_is_dropped_before_hydra(monkeypatch):
 # -- refused in one line before any process starts ------------------------------------------
 @pytest.mark.parametrize(("args", "message"), [
     (["trainer.seed_batch=2"], "trainer.seed_batch=2 with 2 processes is not supported"),
+    (["-m", "seed=0,1"], "a sweep (-m) trains each job in one process"),
     (["model=gan", "model.module.unrolled_steps=2"], "model.module.unrolled_steps=2 with 2 processes"),
     (["trainer.batch_size=63"], "trainer.batch_size=63 does not split over 2 processes"),
     (["trainer.sync_batchnorm=true", "device=cpu"], "trainer.sync_batchnorm=true needs CUDA"),
