@@ -168,7 +168,9 @@ def start_ranks(args: list[str]) -> bool:
         GencompareError: what :func:`check` refuses; ``trainer.devices`` other than the
             processes torchrun started on this node.
     """
-    if any(a.split("=", 1)[0] in ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i") for a in args):
+    from gencompare.precheck import FLAGS_WITHOUT_RUN
+
+    if any(a.split("=", 1)[0] in FLAGS_WITHOUT_RUN for a in args):  # --cfg, --help, shell completion: no run
         return False
     from gencompare.precheck import _is_multirun
 
