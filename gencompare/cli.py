@@ -193,9 +193,14 @@ def _name_jobs_by_swept_values(args: list[str]) -> list[str]:
 def train_command() -> None:
     from gencompare import config  # noqa: F401 - registers the schemas
     from gencompare import sweep_dirs  # noqa: F401 - the resolver hydra.sweep.subdir uses
+    from gencompare import launch  # several processes: trainer.devices=N, torchrun (issue 22)
     from gencompare.train.seeds import train  # one seed, or trainer.seed_batch seeds stacked
 
+    sys.argv = [sys.argv[0], *launch.rank_argv(sys.argv[1:])]  # a rank > 0: scratch run dir, silent
     _report_errors(precheck)("train", sys.argv[1:])
+    if _report_errors(launch.start_ranks)(sys.argv[1:]):  # trainer.devices=N: N ranks ran through torch elastic
+        return
+    train = launch.on_rank(train)  # under torchrun: errors name the rank; the process group left at the end
     if not _is_multirun(sys.argv[1:]):
         _hydra_command("train", train)()
         return

@@ -49,6 +49,8 @@ class TrainerConfig:
     compile: bool = False  # torch.compile each of the family's networks (Module.compile: same state_dict)
     seed_batch: int = 1    # S > 1: seeds seed..seed+S-1 trained stacked in one process (gencompare.train.seeds)
     lr_warmup_steps: int = 0  # N > 0: every learning rate scaled by min(step / N, 1) (Ho et al. 2020's warm-up)
+    devices: int = 1  # N > 1: N data-parallel processes on this node (gencompare.launch; issue 22)
+    sync_batchnorm: bool = False  # data-parallel: batch norm as torch.nn.SyncBatchNorm (CUDA only)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -208,3 +210,72 @@ def forget_on_load(module: nn.Module, attribute: str) -> None:
 
     module.register_load_state_dict_post_hook(hook)
 
+
+
+# -- data parallelism: a step's noise as the global batch's, sliced per rank -----------------
+@dataclass(frozen=True)
+class BatchShard:
+    """This process's share of a data-parallel step (:mod:`gencompare.train.distributed`):
+    rows ``[rank * n, (rank + 1) * n)`` of a global batch of ``world_size * n`` examples."""
+
+    rank: int
+    world_size: int
+
+
+_SHARD: ContextVar[BatchShard | None] = ContextVar("gencompare_batch_shard", default=None)
+
+
+@contextmanager
+def batch_shard(shard: BatchShard | None):
+    """Within the block, :func:`draw_examples` and :func:`gather_examples` act for ``shard``
+    (set by the data-parallel step strategy around each ``training_step``; None: one process)."""
+    token = _SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def draw_examples(draw: Callable[[int], Tensor], n: int) -> Tensor:
+    """Per-example random draws of a training step (a GAN's z, a VAE's epsilon, a DDPM's t
+    and noise) for ``n`` examples: ``draw(n)``, whose first dimension indexes examples.
+
+    Under a :class:`BatchShard` of ``W`` ranks, ``draw(n * W)`` (the draw one process makes
+    for the global batch, every rank's global RNG seeded alike) and this rank's ``n`` rows of
+    it, so W ranks see the noise one process sees. Outside one, exactly ``draw(n)``.
+    """
+    shard = _SHARD.get()
+    if shard is None or shard.world_size == 1:
+        return draw(n)
+    return draw(n * shard.world_size)[shard.rank * n : (shard.rank + 1) * n]
+
+
+def gather_examples(x: Tensor) -> Tensor:
+    """``x`` ``(n, ...)`` of this rank's examples concatenated over the ranks in rank order
+    ``(W * n, ...)``: the global batch, for what a step computes from the whole batch once
+    (RNADE's data-dependent initialisation). Outside a :class:`BatchShard`, ``x`` itself.
+    No gradient flows through the gathered copy."""
+    shard = _SHARD.get()
+    if shard is None or shard.world_size == 1:
+        return x
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(shard.world_size)]
+    dist.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts)
+
+
+class ExampleDropout(nn.Dropout):
+    """``nn.Dropout`` whose mask, in a data-parallel step, is this rank's rows of the mask
+    one process draws for the global batch (:func:`draw_examples`), so that N ranks drop
+    the units one process drops. Outside a :class:`BatchShard` it is ``nn.Dropout`` itself.
+    The mask is drawn as CPU's ``F.dropout`` draws it (``bernoulli_(1 - p)`` of the input's
+    shape, scaled by ``1 / (1 - p)``): on CUDA, whose dropout is a fused kernel with its own
+    random stream, the ranks' masks are as random but not one process's bit for bit."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or not 0.0 < self.p < 1.0 or _SHARD.get() is None:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        mask = draw_examples(lambda m: x.new_empty(m, *x.shape[1:]).bernoulli_(keep), len(x))
+        return x * mask.div_(keep)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory, forget_on_load
+from gencompare.models.base import GenerativeModel, OptimizerFactory, draw_examples, forget_on_load
 from gencompare.models.diffusion_math import (  # noqa: F401 - bits_per_dim, make_beta_schedule are public here too
     bits_per_dim,
     discretized_gaussian_log_likelihood,
@@ -228,8 +228,9 @@ class DDPM(GenerativeModel):
         # the same data and checking each would sync a GPU every step
         x0 = self.to_model_space(batch, check_range=not self._range_checked)
         self._range_checked = True
-        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
+        # per example: under data parallelism each rank's rows of the global batch's draws
+        t = draw_examples(lambda m: torch.randint(0, self.num_timesteps, (m,), device=x0.device), len(x0))
+        noise = draw_examples(lambda m: torch.randn(m, *x0.shape[1:], dtype=x0.dtype, device=x0.device), len(x0))
         eps = self.denoiser(self.q_sample(x0, t, noise), t)
         loss = ((noise - eps) ** 2).mean()
         return loss, {"loss": loss.detach()}

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory
+from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory, draw_examples
 from gencompare.models.gan_remedies import (adam_hyperparameters, adam_moments, pack, unrolled_parameters,
                                             unrolled_parameters_vmapped)
 
@@ -143,7 +143,8 @@ class GAN(GenerativeModel):
 
     def _noise(self, n: int) -> Tensor:
         # Gaussian noise: the default of the paper code's Generator (noise="gaussian").
-        return torch.randn(n, self.latent_dim, device=self.device)
+        # per example: under data parallelism each rank's rows of the global batch's z
+        return draw_examples(lambda m: torch.randn(m, self.latent_dim, device=self.device), n)
 
     def generate(self, z: Tensor) -> Tensor:
         """G(z): ``(N, latent_dim)`` -> ``(N, *data_shape)`` in data space (with gradients)."""

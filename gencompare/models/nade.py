@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory, forget_on_load
+from gencompare.models.base import GenerativeModel, OptimizerFactory, draw_examples, forget_on_load, gather_examples
 from gencompare.models.nade_math import (INPUT_SCALE, NADELogits, data_initialisation, likelihood_chunk,
                                          mixture_log_density, variable_order)
 
@@ -338,11 +338,12 @@ class RNADE(_Autoregressive):
 
     def _train_input(self, batch: Tensor) -> Tensor:
         if self._is_image:
-            batch = (batch * 255.0 + torch.rand_like(batch)) / 256.0
+            u = draw_examples(lambda m: batch.new_empty(m, *batch.shape[1:]).uniform_(), len(batch))  # torch.rand
+            batch = (batch * 255.0 + u) / 256.0
         if self._initialized is None:  # once after loading a state dict
             self._initialized = bool(self.data_initialized)
         if not self._initialized:
-            self._init_from_data(batch)
+            self._init_from_data(gather_examples(batch))  # the global batch under data parallelism
         return batch
 
     def _log_likelihood_ordered(self, x: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory
+from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory, draw_examples
 from gencompare.models.pixels import discretized_logistic_log_likelihood
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -199,7 +199,8 @@ class VAE(GenerativeModel):
     def _elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Single-sample reconstruction term E_q[log p(x|z)] and analytic KL(q||p), each ``(B,)``."""
         mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        eps = draw_examples(lambda m: torch.randn(m, *mu.shape[1:], dtype=mu.dtype, device=mu.device), len(mu))
+        z = mu + torch.exp(0.5 * logvar) * eps
         recon = self._log_px_given_z(x.reshape(x.shape[0], -1), z.unsqueeze(0)).squeeze(0)
         # Kingma & Welling 2014, Appendix B: -KL = 1/2 sum(1 + log s^2 - m^2 - s^2).
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)

@@ -224,9 +224,11 @@ class Loop:
         self.t0 = time.perf_counter()
         with TrainProgress(label, self.max_steps, self.step, enabled=progress) as line, stop.deferring():
             self.model.train()
+            # several ranks stop at the same step: each asks the others (DataParallel.agree_stop)
+            agree = getattr(self.strategy, "agree_stop", bool)
             while self.step < self.max_steps:
                 self.training_step()
-                self.stopping = stop.signum is not None
+                self.stopping = agree(stop.signum is not None)
                 for callback in self.callbacks:
                     callback.after_step(self)
                 line.update(self.step, self.stats)

@@ -29,7 +29,8 @@ from gencompare.record import Evaluation, FamilyStyle, RunDir, RunMetrics, trim_
 from gencompare.terminal import console
 from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
 from gencompare.train.callbacks import CheckpointCallback, EvalCallback, GridCallback, LogCallback
-from gencompare.train.loop import Loop, OneModel
+from gencompare.train.distributed import record_facts, step_strategy
+from gencompare.train.loop import Loop
 from gencompare.train.signals import Interrupted, StopRequest
 from gencompare.train.stacked import check_one_seed
 from gencompare.train.state import TrainState, check_resume, checkpoint_to_resume
@@ -260,7 +261,9 @@ def build_loop(cfg: DictConfig, model: GenerativeModel, bundle: DataBundle, stat
         start.announce(cfg, run, state.step, max_steps)
     step, drawn = (state.step, state.batches_drawn) if state is not None else (0, 0)
     stream = bundle.batches(int(cfg.trainer.batch_size), int(cfg.seed), drawn, transforms=bundle.transforms)
-    loop = Loop(OneModel(model, stream), optimizers, cfg.trainer, max_steps=max_steps, step=step)
+    # one process: OneModel; under torchrun / trainer.devices=N: DataParallel (gencompare.train.distributed)
+    loop = Loop(step_strategy(cfg, model, stream, optimizers, run.path), optimizers, cfg.trainer, max_steps=max_steps,
+                step=step)
     if state is not None:
         loop.time_before, loop.last_logs = float(state.train_time_s), dict(state.last_logs)
         loop.eval_history = list(state.eval_history)
@@ -361,6 +364,7 @@ def finish(cfg: DictConfig, loop: Loop, bundle: DataBundle, run: RunDir, tracker
     metrics = run_metrics(cfg, loop, bundle, run, parameters,
                           grid.write(loop, "samples", None if drawn is None else drawn[0]))
     metrics.extra.update(state.provenance() if state is not None else {})
+    metrics.extra.update(record_facts(cfg))  # world_size, batch_size_per_rank of a data-parallel run
     results = evaluate_after_training(cfg, model, bundle, run, tracker, loop.step, drawn=drawn)
     metrics.evaluation = Evaluation.from_dict(results, "evaluation") if results else None
     metrics.wandb = tracker.reference()

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from gencompare.models.base import ExampleDropout  # nn.Dropout, its mask per example under data parallelism
 from gencompare.models.gan_remedies import MinibatchDiscrimination
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -96,11 +97,11 @@ def maxout_discriminator(*, data_shape: Sequence[int], pack: int = 1, minibatch:
     dropout on the inputs and hidden units (``mnist.yaml`` keeps inputs with p = 0.8 and
     hidden units with 0.5), weights U(-0.005, 0.005) (discriminator irange .005)."""
     net = nn.Sequential(
-        nn.Dropout(dropout_input),
+        ExampleDropout(dropout_input),
         Maxout(math.prod(data_shape) * pack, units, pieces),
-        nn.Dropout(dropout_hidden),
+        ExampleDropout(dropout_hidden),
         Maxout(units, units, pieces),
-        nn.Dropout(dropout_hidden),
+        ExampleDropout(dropout_hidden),
         *output_layers(units, minibatch),
     )
     init_uniform(net, 0.005)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gencompare.models.base import ExampleDropout
+
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, sec. 3.5).
@@ -74,7 +76,7 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.temb_proj = nn.Linear(temb_dim, out_ch)
         self.norm2 = _norm(out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ExampleDropout(dropout)  # nn.Dropout; per example under data parallelism
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
