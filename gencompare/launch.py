@@ -151,6 +151,20 @@ def check(args: list[str], devices: int) -> None:
                               "not supported: the unrolled discriminator steps would see one rank's batch")
 
 
+def _sets_devices(args: list[str]) -> bool:
+    """Whether a config the command names (an experiment) may set ``trainer.devices``: only
+    then is the config composed before Hydra runs to learn it."""
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "experiment"
+    for a in args:
+        key, _, value = a.partition("=")
+        if key.lstrip("+") == "experiment":
+            f = conf / f"{value}.yaml"
+            return not f.is_file() or "devices" in f.read_text()
+    return False
+
+
 def _cuda_device(name: str) -> bool:
     import torch
 
@@ -180,6 +194,9 @@ def start_ranks(args: list[str]) -> bool:
             raise GencompareError("a sweep (-m) trains each job in one process: several processes per job "
                                   "(trainer.devices > 1, torchrun) are not supported; sweep with trainer.devices=1")
         return False
+    given = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == "trainer.devices"]
+    if not launched() and all(d.strip() == "1" for d in given) and not _sets_devices(args):
+        return False  # one process: nothing to compose here (Hydra composes the run, search path and all)
     devices = int(_composed(args).trainer.get("devices") or 1)
     if devices < 1:
         raise GencompareError(f"trainer.devices must be >= 1 (processes on this node), got {devices}")

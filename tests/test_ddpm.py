@@ -276,6 +276,10 @@ def _denoiser_sees_its_input(model: DDPM, monkeypatch, *, t: int, eps: float):
     monkeypatch.setattr(torch, "randint", lambda low, high, size, **kw: torch.full(size, t, dtype=torch.long,
                                                                                    device=kw.get("device")))
     monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.full_like(x, eps))
+    full = torch.full  # the step draws its noise with torch.randn of the batch's shape (models.base.draw_examples)
+    monkeypatch.setattr(torch, "randn", lambda *size, **kw: full(
+        tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size, eps,
+        dtype=kw.get("dtype"), device=kw.get("device")))
     model.denoiser.register_forward_hook(lambda module, args, out: args[0])
 
 
