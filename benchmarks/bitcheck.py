@@ -38,7 +38,11 @@ GRAD_NORM = "grad_norm/"
 # keys the newer record adds: the family's style, as its class declares it, and what the data's
 # loader says of it (the classifier that scores coverage, the table's order) (issue 20)
 ADDED = {"schema_version", "data.coverage", "family_style.color", "family_style.order",
-         "family_style.likelihood_label", "data.classifier", "data.table_order"}
+         "family_style.likelihood_label", "data.classifier", "data.table_order",
+         "compile"}  # the compile state that ran (issue 21)
+# blocks the newer record adds, every key under them: the AIS estimates (issue 23), the facts of
+# several processes (issue 22)
+ADDED_BLOCKS = ("ais.", "world_size", "batch_size_per_rank")
 # each side's OUT_DIR in strings (the data folder named in data.notes / data.source) reads as this
 OUT_DIR = "<OUT_DIR>"
 
@@ -74,7 +78,8 @@ def compare_json(a: dict, b: dict) -> list[str]:
     fa, fb = dict(_flat(a)), dict(_flat(b))
     diffs = []
     for key in sorted(set(fa) | set(fb)):
-        if key.rsplit(".", 1)[-1] in WALL_CLOCK or key in ADDED or (SKIP_GRAD_NORMS and GRAD_NORM in key):
+        if key.rsplit(".", 1)[-1] in WALL_CLOCK or key in ADDED or key.startswith(ADDED_BLOCKS) \
+                or (SKIP_GRAD_NORMS and GRAD_NORM in key):
             continue
         if key not in fa or key not in fb:
             diffs.append(f"{key}: only in {'after' if key in fb else 'before'}")
