@@ -3,7 +3,7 @@ after comparison run side by side (benchmarks/results/seeds-redesign-cpu.md):
 
     python benchmarks/seeds_before_after.py <checkout>/benchmarks/seeds.py   # PYTHONPATH=<checkout> for an old one
 """
-import importlib.util, os, sys, tempfile, time
+import importlib.util, os, sys, tempfile
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
