@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gencompare.data import BatchStream
 from gencompare.errors import GencompareError
 from gencompare.models.base import BatchShard, GenerativeModel, batch_shard
-from gencompare.train.loop import OneModel, clip_and_measure
+from gencompare.train.loop import OneModel, TrainingStep, clip_and_measure
 
 __all__ = ["DataParallel", "RankInfo", "launched", "rank_info", "record_facts", "setup", "step_strategy",
            "teardown"]
@@ -139,20 +139,9 @@ def teardown(*, finished: bool = True) -> None:
         dist.destroy_process_group()
 
 
-class _Step(nn.Module):
-    """DDP calls ``forward``: this one is the family's ``training_step``."""
-
-    def __init__(self, model: GenerativeModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Tensor, name: str):
-        return self.model.training_step(batch, name)
-
-
 def _wrap_optimizer_params(model: GenerativeModel, params: list[Tensor], device: torch.device) -> nn.Module:
     """A DDP over ``model``'s training step that all-reduces ``params`` alone."""
-    step = _Step(model)
+    step = TrainingStep(model)
     mine = {id(p) for p in params}
     ignored = [n for n, p in step.named_parameters() if id(p) not in mine] + [n for n, _ in step.named_buffers()]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, ignored)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gencompare.data import BatchStream
 from gencompare.errors import GencompareError
@@ -125,6 +125,18 @@ class StepStrategy(Protocol):
     def loss(self, batch: Tensor, name: str) -> tuple[Tensor, dict[str, Tensor | float]]: ...
     def backward(self, loss: Tensor) -> None: ...
     def clip(self, params: list[Tensor], max_norm: float, measure: bool) -> Tensor | None: ...
+
+
+class TrainingStep(nn.Module):
+    """The family's ``training_step`` as a module's ``forward``, for what calls ``forward``:
+    ``torch.func.functional_call`` (stacked seeds) and ``DistributedDataParallel``."""
+
+    def __init__(self, model: GenerativeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Tensor, name: str):
+        return self.model.training_step(batch, name)
 
 
 class OneModel:

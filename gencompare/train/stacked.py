@@ -30,6 +30,7 @@ from torch.func import functional_call, vmap
 from gencompare.data import StackedStreams
 from gencompare.errors import GencompareError
 from gencompare.models.base import GenerativeModel
+from gencompare.train.loop import TrainingStep
 
 __all__ = ["Stackable", "StackedSeeds", "check_one_seed", "clip_members", "refusal", "stacked_inputs"]
 
@@ -89,17 +90,6 @@ def _set_tensor(module: nn.Module, name: str, value: Tensor, *, parameter: bool)
     (owner._parameters if parameter else owner._buffers)[last] = value
 
 
-class _Step(nn.Module):
-    """``functional_call`` calls ``forward``: this one is the family's ``training_step``."""
-
-    def __init__(self, model: GenerativeModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Tensor, name: str):
-        return self.model.training_step(batch, name)
-
-
 class StackedSeeds:
     """S models of one family as one: ``members[0]`` becomes the host (:attr:`model`) whose
     parameters and buffers are the members' stacked along a new first dimension of size S.
@@ -130,7 +120,7 @@ class StackedSeeds:
                 _set_tensor(host, name, torch.stack([m.get_buffer(name) for m in members]), parameter=False)
         for m in host.modules():  # read by the family code that must behave under vmap
             m.vmapped = True
-        self._step = _Step(host)
+        self._step = TrainingStep(host)
         self.stream = stream
 
     def read_host_state(self) -> None:
