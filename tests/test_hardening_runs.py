@@ -208,19 +208,43 @@ def test_a_double_ctrl_c_never_says_a_checkpoint_was_saved_when_it_was_not(tmp_p
     assert load_checkpoint(RunDir(tmp_path / "r").checkpoint)["step"] == 2
 
 
-# 4.0 s fails inside the full suite on a loaded 2-core machine and passes alone: a moment not yet
-# found (issue 21 stays open for it); kept in `make test-all` until it is fixed
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, pytest.param(4.0, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 4.0])
 def test_ctrl_c_at_any_moment_of_start_up_is_one_line(tmp_path, data_dir, delay):
     proc = run_cli("train", *TINY, "trainer.max_steps=2", "hydra.run.dir=r", cwd=tmp_path, data_dir=data_dir,
                    wait=False)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip(f"the run had finished in {delay} s")
+    if "done:" in err:
+        # the run had ended: exit 0, or, in the seconds the interpreter takes to finalize torch,
+        # killed by the signal itself (Python restores SIGINT's default action then): the
+        # shell's 130, silent, the record complete either way
+        assert proc.returncode in (0, -signal.SIGINT) and "Traceback" not in err, err
+        assert (tmp_path / "r" / "metrics.json").is_file()
+        pytest.skip(f"the run had ended within {delay} s (exit {proc.returncode})")
     assert proc.returncode == 130, err
     assert "interrupted" in one_line(err)
+
+
+def test_ctrl_c_while_torch_loads_under_python_m_is_one_line(tmp_path, data_dir):
+    """``python -m gencompare`` (torchrun's form) imports torch before any command runs: a
+    Ctrl-C there is the start-up line too, not Python's traceback. The interrupt is raised at
+    the first ``import torch``, wherever that is, so the moment is exact on any machine."""
+    hook = ("import builtins, os, runpy, signal, sys\n"
+            "real = builtins.__import__\n"
+            "def hooked(name, *a, **k):\n"
+            "    if name == 'torch' and 'torch' not in sys.modules:\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = hooked\n"
+            "sys.argv = ['gencompare', *sys.argv[1:]]\n"
+            "runpy.run_module('gencompare', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", hook, "train", *TINY, "hydra.run.dir=r"], cwd=tmp_path,
+                          env={**os.environ, "GENCOMPARE_DATA_DIR": str(data_dir)}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert one_line(proc.stderr).startswith("interrupted (SIGINT) during start-up")
+    assert not (tmp_path / "r").exists()
 
 
 def test_ctrl_c_during_compare_exits_130_and_writes_nothing(tmp_path, monkeypatch, capsys):
