@@ -43,7 +43,9 @@ try:  # Ctrl-C while the modules load (a fraction of a second, longer on a cold 
 except KeyboardInterrupt:
     _interrupted_at_startup()
 
-USAGE = """usage: gencompare <command> [overrides ...]
+# the checkout's README when gencompare runs from one (`make setup` installs it editable)
+_README = Path(__file__).resolve().parent.parent / "README.md"
+USAGE = f"""usage: gencompare <command> [overrides ...]
 
 commands:
   train     train a family:            gencompare train model=vae dataset=mnist
@@ -53,6 +55,8 @@ commands:
   compare   table of runs or a sweep:  gencompare compare outputs/multirun/<date>/<time>
 
 `gencompare <command> --help` lists config groups and options; `--cfg job` prints the config.
+Guide: {_README if _README.is_file() else "README.md of the gencompare repository"}
+(set-up, a first run, a sweep, a comparison) and the docs/ pages it links for the rest.
 """
 
 

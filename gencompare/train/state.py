@@ -185,4 +185,4 @@ def check_resume_keys(saved: dict[str, Any], now: dict[str, Any], where: Path) -
         if before[key] != after.get(key, "<absent>"):
             raise GencompareError(f"resume changes {key}: {where} was trained with {key}={before[key]!r}, this "
                                   f"command has {after.get(key, '<absent>')!r}; resume with the run's value or start "
-                                  "a new run (README: which keys a resume may change)")
+                                  "a new run (docs/training.md: which keys a resume may change)")
