@@ -64,10 +64,13 @@ whole check reaches :data:`TOTAL_S` (455 s, leaving the wheels' install and star
 8 minutes); what it wrote stays, with the reason appended.
 
 - cuda-tests 45 s: 9 tests of 12 steps each plus pytest's start (~10 s).
-- families 150 s: 300 steps per run (~1-4 s), 10,000 samples in fp32 (the small DDPM
-  0.37 GFLOP per image per DDIM step, 185 TFLOP in all: ~3 s); 8 fp32 runs ~50 s, 8 bf16 ~30 s,
-  then the compiled runs (MNIST first) until the budget is spent: a first compilation takes
-  ~10-60 s per family, so the CIFAR-10 compiled rows may be left out (said in the file).
+- families 150 s: 300 steps per run (~1-4 s), NADE 24 (its exact passes loop over the
+  784 or 3,072 pixels in Python, ~0.1-0.4 s a step launch-bound; not compiled, which would
+  unroll that loop); 10,000 samples in fp32 (the small DDPM 0.37 GFLOP per image per DDIM
+  step, 185 TFLOP in all: ~3 s); 8 fp32 runs ~50 s, 8 bf16 ~30 s, then the compiled runs
+  (MNIST first) until the budget is spent: a first compilation takes ~10-60 s per family,
+  so the CIFAR-10 compiled rows may be left out (said in the file). A run that fails
+  leaves its error in its row and the others go on.
 - ddim-10k 45 s: 8.8 GFLOP per image per step (measured with torch's FLOP counter), 4.4
   PFLOP for 10,000 x 50 steps: ~20-30 s at the 150-250 TFLOP/s that TF32 convolutions may
   reach; if the budget runs out first, the 10,000-sample time is extrapolated from the
@@ -76,7 +79,8 @@ whole check reaches :data:`TOTAL_S` (455 s, leaving the wheels' install and star
 - seeds 45 s: gan/vae/nade 1,000 steps, ddpm 400, pacgan2d 300; one run and 10 stacked each.
 - ddp 50 s: the 4 cases at 600 (MNIST) and 1,000 (ring8) steps, best of 2, one torchrun job.
 - pacgan2d-slice 60 s: 2,000 steps per pack with 10 stacked seeds (8,000 steps in all),
-  guessed at 3-5 ms per stacked step, plus each slice's final evaluation.
+  guessed at 3-5 ms per stacked step, plus the members' final plots and checkpoints
+  (``metrics=none``: the evaluations are left out of the extrapolation, which says so).
 
 A failed section writes its error (and its traceback's end) into its file and the check
 goes on; the last line printed is one line naming the failed sections, and the exit
@@ -101,6 +105,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ.setdefault("WANDB_MODE", "disabled")
+# torch.cuda.is_available() by NVML, not cuInit: this process forks the sections, and a CUDA
+# driver initialised before a fork fails in the child
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 import torch  # noqa: E402 - imported once here, before the sections fork
 
@@ -254,37 +261,58 @@ def family_data(report: Report) -> tuple[dict[str, list[str]], list[str]]:
 
 def family_throughput(report: Report) -> None:
     """:func:`families.bench_family` for each mode, dataset and family, in that order, until
-    the budget is spent; samples drawn in fp32 only."""
-    from types import SimpleNamespace
+    the budget is spent; samples drawn in fp32 only. A run that fails leaves its error in its
+    row and the others go on; the section then fails, naming them.
 
+    Raises:
+        RuntimeError: one or more runs failed.
+    """
     size = report.size
     data, notes = family_data(report)
-    report.save(f"- {size['steps']} training steps per run (a log step every {max(1, size['steps'] // 4)}); steps/s "
-                "over the whole loop, and steady (between the first and the last log step: compilation and first "
-                f"allocations left out); {size['samples']:,} samples drawn in fp32 (sampling is neither autocast "
-                "nor compiled), so bf16 and compiled rows have none", *notes, "",
+    fewer = "".join(f", {f}: {n}" for f, n in size["family_steps"].items())
+    report.save(f"- {size['steps']} training steps per run{fewer} (a log step every quarter); steps/s over the "
+                "whole loop, and steady (between the first and the last log step: compilation and first "
+                f"allocations left out); {size['samples']:,} samples drawn in fp32 "
+                "(sampling is neither autocast nor compiled), so bf16 and compiled rows have none", *notes, "",
                 "| mode | data | family | as run (precision, compile) | batch | steps/s | steady steps/s "
                 "| steady examples/s | 10,000 samples (s) | samples/s | sampler |",
                 "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    failed = []
     for mode, overrides in MODES.items():
         if mode in size["skip"]:
             report.save(f"| {mode} | all | all | skipped: {size['skip'][mode]} | | | | | | | |")
             continue
         for dataset, extra in data.items():
             for family in size["families"]:
-                if report.left() < size["min_left_s"]:
-                    report.save(f"| {mode} | {dataset} | {family} | not run: the section's budget was spent | | | | | | | |")
+                why_not = size["skip_runs"].get(f"{mode}:{family}") or (
+                    "not run: the section's budget was spent" if report.left() < size["min_left_s"] else None)
+                if why_not:
+                    report.save(f"| {mode} | {dataset} | {family} | {why_not} | | | | | | | |")
                     continue
-                args = SimpleNamespace(steps=size["steps"], samples=size["samples"] if mode == "fp32" else 0,
-                                       device=report.device, set=[*extra, *overrides, *size["set"]])
-                r = families.bench_family(family, dataset, args, report.work / mode)
-                steady = r["steady_steps_per_s"]
-                ten_k = "" if r["seconds_10k"] is None else (
-                    f"{r['seconds_10k']:.3g}" + (f" (from {r['samples_drawn']:,})" if r["extrapolated"] else ""))
-                per_s = "" if r["sample_seconds"] is None else f"{r['samples_drawn'] / r['sample_seconds']:,.0f}"
-                report.save(f"| {mode} | {r['variant']} | {family} | {r['precision']}, {r['compile']} | {r['batch_size']} | "
-                            f"{r['steps_per_s']:.1f} | {steady or 0:.1f} | {(steady or 0) * r['batch_size']:,.0f} | "
-                            f"{ten_k} | {per_s} | {r['sampler'] or 'default'} |")
+                try:
+                    report.save(family_row(report, mode, dataset, family, [*extra, *overrides]))
+                except Exception as exc:  # noqa: BLE001 - the row says why; the other runs go on
+                    failed.append(f"{mode}/{dataset}/{family}")
+                    report.save(f"| {mode} | {dataset} | {family} | **error**: {one_line(exc)} | | | | | | | |")
+    if failed:
+        raise RuntimeError(f"{len(failed)} runs failed: {', '.join(failed)}")
+
+
+def family_row(report: Report, mode: str, dataset: str, family: str, overrides: list[str]) -> str:
+    """One run of :func:`families.bench_family` as a table row."""
+    from types import SimpleNamespace
+
+    size = report.size
+    args = SimpleNamespace(steps=size["family_steps"].get(family, size["steps"]), device=report.device,
+                           samples=size["samples"] if mode == "fp32" else 0, set=[*overrides, *size["set"]])
+    r = families.bench_family(family, dataset, args, report.work / mode)
+    steady = r["steady_steps_per_s"]
+    ten_k = "" if r["seconds_10k"] is None else (
+        f"{r['seconds_10k']:.3g}" + (f" (from {r['samples_drawn']:,})" if r["extrapolated"] else ""))
+    per_s = "" if r["sample_seconds"] is None else f"{r['samples_drawn'] / r['sample_seconds']:,.0f}"
+    return (f"| {mode} | {r['variant']} | {family} | {r['precision']}, {r['compile']} | {r['batch_size']} | "
+            f"{r['steps_per_s']:.1f} | {steady or 0:.1f} | {(steady or 0) * r['batch_size']:,.0f} | "
+            f"{ten_k} | {per_s} | {r['sampler'] or 'default'} |")
 
 
 # -- (c) 10,000 DDIM samples of the MNIST DDPM -----------------------------------------------
@@ -431,8 +459,11 @@ def pacgan2d_extrapolation(measured: dict[int, tuple[float, float]], steps: int,
 CUDA = {
     "cuda-tests": {"args": ["tests/test_host_sync.py", "tests/test_parzen.py", "-k", "cuda"], "need_pass": True,
                    "notes": ["- every test that skips without CUDA; sync debug mode 'error' around plain steps"]},
+    # NADE's exact O(DH) passes loop over the D = 784 or 3,072 pixels in Python (nade_math.NADELogits):
+    # launch-bound, ~0.1-0.4 s a step on a GPU (a guess), hence fewer steps, and not compiled
     "families": {"datasets": ["mnist", "cifar10"], "families": ["gan", "vae", "nade", "ddpm"], "steps": 300,
-                 "samples": 10_000, "skip": {}, "set": [], "min_left_s": 10,
+                 "family_steps": {"nade": 24}, "samples": 10_000, "skip": {}, "set": [], "min_left_s": 10,
+                 "skip_runs": {"compiled:nade": "skipped: torch.compile would unroll its loop over every pixel"},
                  "cifar": {"per_batch": 2000, "num_test": 1000, "valid_size": 5000}},
     "ddim-10k": {"overrides": ["experiment=ddpm_mnist", "model.module.sampler=ddim", "model.module.sample_steps=50"],
                  "samples": 10_000, "batch": 1000, "warmup": 100},
@@ -454,7 +485,7 @@ TOY = {
                             "tests/test_host_sync.py::test_cuda_plain_steps_do_not_synchronize[gan-ring8]"],
                    "need_pass": False,
                    "notes": ["- CPU analogue: host reads counted around plain steps (sync debug mode is CUDA only)"]},
-    "families": {"datasets": ["mnist", "cifar10"], "families": ["ddpm"], "steps": 4,
+    "families": {"datasets": ["mnist", "cifar10"], "families": ["ddpm"], "steps": 4, "family_steps": {}, "skip_runs": {},
                  "samples": 20, "min_left_s": 0, "cifar": {"per_batch": 20, "num_test": 20, "valid_size": 20},
                  "set": ["trainer.batch_size=16", "ddpm:model.module.base_channels=8", "ddpm:model.module.sample_steps=2"],
                  "skip": {"bf16": "bf16 autocast runs on CUDA only (on a CPU the trainer trains in float32)",
