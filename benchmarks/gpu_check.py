@@ -577,6 +577,15 @@ def _append(out: Path, section: Section, device: str, error: str) -> None:
     out.write_text(f"{text}\n**error**: {error}\n")
 
 
+def cuda_seen() -> bool:
+    """Whether torch sees a CUDA GPU, asked in a forked process so this one, which forks the
+    sections, never initialises the driver."""
+    proc = multiprocessing.get_context("fork").Process(target=lambda: os._exit(0 if torch.cuda.is_available() else 3))
+    proc.start()
+    proc.join(120)
+    return proc.exitcode == 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -589,6 +598,10 @@ def main() -> int:
     unknown = sorted(set(only + ([args.fail] if args.fail else [])) - set(names))
     if unknown:
         print(f"error: unknown section {', '.join(unknown)}; choose from {', '.join(names)}", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not cuda_seen():
+        print("error: --device cuda but torch sees no CUDA GPU here; DEVICE=cpu (--device cpu) runs the toy sizes",
+              file=sys.stderr)
         return 2
     start, deadline = time.monotonic(), time.monotonic() + TOTAL_S[args.device]
     load_start = os.getloadavg()[0]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ["cuda-tests", "families", "ddim-10k", "runner", "seeds", "ddp", "pacgan2d-slice"]
@@ -72,4 +73,14 @@ def test_an_unknown_section_is_refused_in_one_line(tmp_path):
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error")]
     assert lines == ["error: unknown section nope; choose from " + ", ".join(SECTIONS)]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_the_cuda_check_without_a_gpu_is_refused_in_one_line(tmp_path):
+    res = subprocess.run(["make", "-s", "gpu-check", f"OUT={tmp_path}", f"GPU_PY={sys.executable}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error")] == [
+        "error: --device cuda but torch sees no CUDA GPU here; DEVICE=cpu (--device cpu) runs the toy sizes"]
     assert not list(tmp_path.iterdir())
