@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # gencompare from this checkout, installed or not (torchrun's workers too)
 # (name, overrides, per-rank batch B, steps)
 CASES = [
     ("GAN, MNIST (maxout MLP)", ["model=gan", "dataset=mnist"], 100, 60),
@@ -59,23 +60,34 @@ def _steps_per_s(overrides: list[str], batch: int, steps: int) -> float:
 def _worker(args) -> None:
     from gencompare.train.distributed import rank_info, teardown
 
+    rates = []
     try:
-        rate = _steps_per_s(json.loads(args.overrides), args.batch, args.steps)
+        for overrides, batch, steps in json.loads(args.cases):
+            rates.append(_steps_per_s(overrides, batch, steps))
     finally:
         teardown()
     if rank_info().main:
-        Path(args.result).write_text(json.dumps({"steps_per_s": rate}))
+        Path(args.result).write_text(json.dumps({"steps_per_s": rates}))
 
 
-def _two_ranks(overrides: list[str], batch: int, steps: int) -> float:
+def ranks_steps_per_s(cases: list[tuple[list[str], int, int]], nproc: int) -> list[float]:
+    """Steps/s of each ``(overrides, global batch, steps)`` case trained by ``nproc`` ranks
+    of one torchrun job (1 thread each), the cases one after another in the same processes.
+
+    Raises:
+        subprocess.CalledProcessError: the job failed (its output in ``stderr``).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "rate.json"
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        __file__, "--worker", "--overrides", json.dumps(overrides), "--batch", str(2 * batch),
-                        "--steps", str(steps), "--result", str(result)],
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                        __file__, "--worker", "--cases", json.dumps(cases), "--result", str(result)],
                        check=True, env=env, capture_output=True, text=True)
         return json.loads(result.read_text())["steps_per_s"]
+
+
+def _two_ranks(overrides: list[str], batch: int, steps: int) -> float:
+    return ranks_steps_per_s([(overrides, 2 * batch, steps)], 2)[0]
 
 
 def _one_process(overrides: list[str], batch: int, steps: int, copies: int = 1) -> float:
@@ -92,8 +104,7 @@ def _one_process(overrides: list[str], batch: int, steps: int, copies: int = 1) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--overrides", help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cases", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help="steps per measurement (default: per case)")
     parser.add_argument("--repeats", type=int, default=2, help="measurements of each side; the best is kept")

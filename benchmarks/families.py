@@ -72,6 +72,15 @@ def bench_family(family: str, dataset: str, args, work: Path) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     metrics = train(cfg)
+    row = {
+        "family": family, "variant": metrics["variant"], "device": metrics["device"],
+        "batch_size": metrics["batch_size"], "steps": metrics["steps"], "steps_per_s": metrics["steps_per_s"],
+        "steady_steps_per_s": steady_steps_per_s(run_dir, metrics), "precision": metrics["precision"],
+        "compile": metrics["compile"], "parameters": metrics["parameters_total"], "samples_drawn": args.samples,
+        "sample_seconds": None, "seconds_10k": None, "extrapolated": False, "sampler": "",
+    }
+    if args.samples <= 0:  # training throughput alone
+        return row
     device = resolve_device(cfg.device.name)
     bundle = prepare_data(cfg)
     model = build_model(cfg, bundle)
@@ -85,14 +94,54 @@ def bench_family(family: str, dataset: str, args, work: Path) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    sampler = model.describe_sampler() or ""
-    return {
-        "family": family, "variant": metrics["variant"], "device": metrics["device"],
-        "batch_size": metrics["batch_size"], "steps": metrics["steps"], "steps_per_s": metrics["steps_per_s"],
-        "samples_drawn": args.samples, "sample_seconds": seconds,
-        "seconds_10k": seconds * 10_000 / args.samples, "extrapolated": args.samples < 10_000,
-        "parameters": metrics["parameters_total"], "sampler": sampler,
-    }
+    return {**row, "sample_seconds": seconds, "seconds_10k": seconds * 10_000 / args.samples,
+            "extrapolated": args.samples < 10_000, "sampler": model.describe_sampler() or ""}
+
+
+def steady_steps_per_s(run_dir: Path, metrics: dict) -> float | None:
+    """Steps/s between the run's first and last log step (history.jsonl), so the first
+    steps' one-off costs (``torch.compile``'s compilation, CUDA's first allocations) are
+    left out; None with fewer than two log steps. Each log line's ``train/samples_per_s`` is
+    the loop's mean rate so far, so its elapsed time is ``step * examples_per_step / rate``."""
+    lines = (run_dir / "history.jsonl").read_text().splitlines() if (run_dir / "history.jsonl").is_file() else []
+    logs = [json.loads(line) for line in lines if line.strip()]
+    logs = [r for r in logs if r.get("train/samples_per_s")]
+    if len(logs) < 2 or not metrics.get("steps_per_s"):
+        return None
+    per_step = metrics["samples_per_s"] / metrics["steps_per_s"]  # examples drawn per step
+    (s0, r0), (s1, r1) = [(r["step"], r["train/samples_per_s"]) for r in (logs[0], logs[-1])]
+    elapsed = per_step * (s1 / r1 - s0 / r0)
+    return (s1 - s0) / elapsed if elapsed > 0 else None
+
+
+def run(args, datasets: list[str], families: list[str], work: Path) -> tuple[list[dict], list[str]]:
+    """:func:`bench_family` for each dataset and family (``args``: steps, samples, device,
+    set); a dataset that cannot be loaded here is skipped with its one-line reason."""
+    rows, skipped = [], []
+    for dataset in datasets:
+        for family in families:
+            try:
+                rows.append(bench_family(family.strip(), dataset.strip(), args, work))
+            except GencompareError as exc:  # the data is not here (CIFAR-10 offline)
+                skipped.append(f"{dataset}: {exc}")
+                print(f"skipping {dataset}: {exc}", flush=True)
+                break
+            r = rows[-1]
+            sampled = f", {r['seconds_10k']:.3g} s per 10,000 samples" if r["seconds_10k"] is not None else ""
+            print(f"{dataset}/{family}: {r['steps_per_s']:.2f} steps/s{sampled}", flush=True)
+    return rows, skipped
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The markdown table of ``rows`` (:func:`bench_family`'s)."""
+    lines = ["| data | family | parameters | batch | steps/s | examples/s | 10,000 samples (s) | sampler |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ten_k = f"{r['seconds_10k']:.3g}" + (f" (extrapolated from {r['samples_drawn']:,})" if r["extrapolated"] else "")
+        lines.append(f"| {r['variant']} | {r['family']} | {r['parameters']:,} | {r['batch_size']} | "
+                     f"{r['steps_per_s']:.2f} | {r['steps_per_s'] * r['batch_size']:,.0f} | {ten_k} | "
+                     f"{r['sampler'] or 'default'} |")
+    return lines
 
 
 def main() -> None:
@@ -109,19 +158,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "disabled")
-    rows, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="gencompare-bench-") as tmp:
-        for dataset in args.dataset.split(","):
-            for family in args.families.split(","):
-                try:
-                    rows.append(bench_family(family.strip(), dataset.strip(), args, Path(tmp)))
-                except GencompareError as exc:  # the data is not here (CIFAR-10 offline)
-                    skipped.append(f"{dataset}: {exc}")
-                    print(f"skipping {dataset}: {exc}", flush=True)
-                    break
-                r = rows[-1]
-                print(f"{dataset}/{family}: {r['steps_per_s']:.2f} steps/s, {r['seconds_10k']:.3g} s per 10,000 samples",
-                      flush=True)
+        rows, skipped = run(args, args.dataset.split(","), args.families.split(","), Path(tmp))
     if not rows:
         sys.exit("nothing benchmarked: " + "; ".join(skipped))
     device = rows[0]["device"]
@@ -135,14 +173,8 @@ def main() -> None:
         f"- data: {', '.join(dict.fromkeys(r['variant'] for r in rows))}; {args.steps} training steps per family "
         "(steps/s over the whole loop, start-up steps included)",
         *[f"- skipped {s}" for s in skipped], "",
-        "| data | family | parameters | batch | steps/s | examples/s | 10,000 samples (s) | sampler |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        *table(rows),
     ]
-    for r in rows:
-        ten_k = f"{r['seconds_10k']:.3g}" + (f" (extrapolated from {r['samples_drawn']:,})" if r["extrapolated"] else "")
-        lines.append(f"| {r['variant']} | {r['family']} | {r['parameters']:,} | {r['batch_size']} | "
-                     f"{r['steps_per_s']:.2f} | {r['steps_per_s'] * r['batch_size']:,.0f} | {ten_k} | "
-                     f"{r['sampler'] or 'default'} |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = args.out or ROOT / "benchmarks" / "results" / f"families-{device.split(':')[0]}.md"
@@ -150,7 +182,6 @@ def main() -> None:
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {out}")
-
 
 if __name__ == "__main__":
     main()

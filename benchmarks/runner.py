@@ -46,10 +46,10 @@ import results_file  # noqa: E402 - benchmarks/results_file.py, beside this scri
 CASES = (("gan", "mnist", 300), ("vae", "mnist", 300), ("gan", "ring8", 2000), ("nade", "ring8", 2000))
 
 
-def compose_case(family: str, dataset: str, steps: int, device: str, run_dir: Path):
+def compose_case(family: str, dataset: str, steps: int, device: str, run_dir: Path, extra: tuple[str, ...] = ()):
     overrides = [f"model={family}", f"dataset={dataset}", f"device={device}", "logger=none", "metrics=none",
                  "trainer.progress=false", f"trainer.max_steps={steps}", f"trainer.sample_every={10 * steps}",
-                 f"trainer.checkpoint_every={10 * steps}", f"paths.output_dir={run_dir}"]
+                 f"trainer.checkpoint_every={10 * steps}", f"paths.output_dir={run_dir}", *extra]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
@@ -93,6 +93,34 @@ def runner_loop(cfg) -> float:
     return metrics["steps"] / metrics["steps_per_s"]
 
 
+def measure(cases, repeats: int, device: str, work: Path,
+            extra: tuple[str, ...] = ()) -> dict[tuple[str, str], dict[str, float]]:
+    """The best of ``repeats`` bare and runner times for each ``(family, dataset, steps)``
+    case, interleaved; ``extra``: config overrides for every case."""
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    for rep in range(repeats):
+        for family, dataset, steps in cases:
+            key = (family, dataset)
+            cfg = compose_case(family, dataset, steps, device, work / f"{family}-{dataset}-{rep}", extra)
+            times = best.setdefault(key, {"bare": float("inf"), "runner": float("inf"), "steps": steps})
+            times["bare"] = min(times["bare"], bare_loop(cfg))
+            times["runner"] = min(times["runner"], runner_loop(cfg))
+            print(f"repeat {rep + 1}: {family} on {dataset}: bare {times['bare']:.2f} s, "
+                  f"runner {times['runner']:.2f} s (best so far)", flush=True)
+    return best
+
+
+def table(best: dict[tuple[str, str], dict[str, float]]) -> list[str]:
+    """The markdown table of :func:`measure`'s times, runner/bare against the 1.05 target."""
+    lines = ["| family | dataset | steps | bare (s) | runner (s) | runner / bare | target |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for (family, dataset), t in best.items():
+        ratio = t["runner"] / t["bare"]
+        lines.append(f"| {family} | {dataset} | {t['steps']:,.0f} | {t['bare']:.2f} | {t['runner']:.2f} | "
+                     f"{ratio:.3f} | {'met' if ratio <= 1.05 else 'MISSED'} (<= 1.05) |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -104,31 +132,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "disabled")
     load_start = os.getloadavg()[0]
-    best: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="gencompare-runner-bench-") as tmp:
-        for rep in range(args.repeats):
-            for family, dataset, steps in CASES:
-                key = (family, dataset)
-                cfg = compose_case(family, dataset, steps, args.device, Path(tmp) / f"{family}-{dataset}-{rep}")
-                times = best.setdefault(key, {"bare": float("inf"), "runner": float("inf"), "steps": steps})
-                times["bare"] = min(times["bare"], bare_loop(cfg))
-                times["runner"] = min(times["runner"], runner_loop(cfg))
-                print(f"repeat {rep + 1}: {family} on {dataset}: bare {times['bare']:.2f} s, "
-                      f"runner {times['runner']:.2f} s (best so far)", flush=True)
+        best = measure(CASES, args.repeats, args.device, Path(tmp))
     device = str(resolve_device(args.device))
     lines = [
         *results_file.head("Runner overhead benchmark", device, load_start),
         f"- best of {args.repeats}, bare and runner interleaved; loop time only (set-up, final grid and "
         "evaluation excluded); runner at its defaults (log every 50 steps, checkpoint at the end)", "",
-        "| family | dataset | steps | bare (s) | runner (s) | runner / bare | target |",
-        "|---|---|---:|---:|---:|---:|---|",
+        *table(best),
     ]
-    for (family, dataset), t in best.items():
-        ratio = t["runner"] / t["bare"]
-        lines.append(f"| {family} | {dataset} | {t['steps']:,.0f} | {t['bare']:.2f} | {t['runner']:.2f} | "
-                     f"{ratio:.3f} | {'met' if ratio <= 1.05 else 'MISSED'} (<= 1.05) |")
     results_file.write(lines, args.out or ROOT / "benchmarks" / "results" / f"runner-{device.split(':')[0]}.md")
-
 
 if __name__ == "__main__":
     main()

@@ -51,6 +51,48 @@ def compose_case(family: str, steps: int, extra: list[str], device: str, run_dir
         return compose(config_name="train", overrides=overrides)
 
 
+def stacked_time(result: dict) -> float:
+    """The whole batch's loop time of :func:`train_seed_batch`'s result: each member's
+    ``train_time_s`` is its share (1/S), ``seed_batch.batch_train_time_s`` the whole."""
+    return result["seed_batch"][0]["metrics"]["seed_batch"]["batch_train_time_s"]
+
+
+def measure(cases, sizes: list[int], device: str, work: Path, *, separate: bool = True,
+            extra: tuple[str, ...] = ()) -> list[tuple]:
+    """``(label, steps, S, stacked s, S separate s, one run s)`` for each case of ``cases``
+    (:data:`CASES`' shape) and each S of ``sizes`` ("one run": the first size's separate
+    runs, so ``sizes`` starts with 1). ``separate=False`` trains one separate run first and
+    takes S separate runs as S times it; ``extra``: overrides for every run."""
+    rows = []
+    for label, family, steps, case_extra in cases:
+        overrides = [*case_extra, *extra]
+        one = None if separate else train(compose_case(family, steps, overrides, device, work / f"{label}-one" / "run_s0",
+                                                        0, 1))["train_time_s"]
+        for s in sizes:
+            base = work / f"{label}-S{s}"
+            cfg = compose_case(family, steps, overrides, device, base / "batch" / "run_s0", 0, s)
+            batched = stacked_time(train_seed_batch(cfg)) if s > 1 else train(cfg)["train_time_s"]
+            if separate:
+                alone = sum(train(compose_case(family, steps, overrides, device, base / "alone" / f"run_s{i}", i, 1))
+                            ["train_time_s"] for i in range(s))
+            else:
+                alone = s * one
+            one = one if one is not None else alone  # the first size's separate runs (S = 1: one run)
+            rows.append((label, steps, s, batched, alone, one))
+            print(f"{label} S={s}: stacked {batched:.2f} s, {s} separate runs {alone:.2f} s", flush=True)
+    return rows
+
+
+def table(rows: list[tuple]) -> list[str]:
+    """The markdown table of :func:`measure`'s rows."""
+    lines = ["| family | steps | S | stacked (s) | S separate (s) | separate / stacked | stacked / one run | ms per step per member |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for family, steps, s, batched, separate, one in rows:
+        lines.append(f"| {family} | {steps:,} | {s} | {batched:.2f} | {separate:.2f} | {separate / batched:.2f}x | "
+                     f"{batched / one:.2f}x | {1000 * batched / steps / s:.3f} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: one job per core)")
@@ -64,34 +106,16 @@ def main() -> None:
     sizes = [int(s) for s in args.members.split(",")]
     families = args.families.split(",")
     load_start = os.getloadavg()[0]
-    rows = []
     with tempfile.TemporaryDirectory(prefix="gencompare-seeds-bench-") as tmp:
-        for label, family, steps, extra in CASES:
-            if label not in families:
-                continue
-            one = None
-            for s in sizes:
-                base = Path(tmp) / f"{label}-S{s}"
-                cfg = compose_case(family, steps, extra, args.device, base / "batch" / "run_s0", 0, s)
-                batched = (train_seed_batch(cfg) if s > 1 else train(cfg))["train_time_s"]
-                separate = sum(train(compose_case(family, steps, extra, args.device, base / "alone" / f"run_s{i}", i, 1))
-                               ["train_time_s"] for i in range(s))
-                one = one if one is not None else separate
-                rows.append((label, steps, s, batched, separate, one))
-                print(f"{label} S={s}: stacked {batched:.2f} s, {s} separate runs {separate:.2f} s", flush=True)
+        rows = measure([c for c in CASES if c[0] in families], sizes, args.device, Path(tmp))
     device = str(resolve_device(args.device))
     lines = [
         *results_file.head("Seed batching benchmark", device, load_start),
         "- ring8, batch 100 per member, seeds 0..S-1; training loop time only (train_time_s: set-up, final grid "
         "and evaluation excluded); separate runs one after another in the same process", "",
-        "| family | steps | S | stacked (s) | S separate (s) | separate / stacked | stacked / one run | ms per step per member |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *table(rows),
     ]
-    for family, steps, s, batched, separate, one in rows:
-        lines.append(f"| {family} | {steps:,} | {s} | {batched:.2f} | {separate:.2f} | {separate / batched:.2f}x | "
-                     f"{batched / one:.2f}x | {1000 * batched / steps / s:.3f} |")
     results_file.write(lines, args.out or ROOT / "benchmarks" / "results" / f"seeds-{device.split(':')[0]}.md")
-
 
 if __name__ == "__main__":
     main()
