@@ -18,6 +18,6 @@ with tempfile.TemporaryDirectory() as tmp:
             if label not in ("gan", "vae", "nade", "ddpm"):
                 continue
             cfg = m.compose_case(family, steps, extra, "cpu", Path(tmp) / f"{label}-{rep}" / "batch" / "run_s0", 0, 10)
-            t = m.train_seed_batch(cfg)["train_time_s"]
+            t = m.train_seed_batch(cfg)["train_time_s"]  # a member's 1/S share of the batch's loop time
             print(f"RESULT rep{rep} {label} S=10 steps={steps} stacked {t:.2f} s", flush=True)
 print("load end", os.getloadavg(), flush=True)
