@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# One OpenMP thread for every process a test starts (CLI runs, sweep jobs, ranks), unless the
+# caller set its own: the suite runs several such processes side by side on CI's 2 cores, where
+# two threads each make OpenMP's spinning threads fight (two 1,500-step runs started together
+# took 346 s at 2 threads each against 17 s at one). Tests in this process still run at the
+# thread count `_torch_threads` sets.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402 - after OMP_NUM_THREADS, which torch reads when it loads
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "conf")
