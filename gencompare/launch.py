@@ -63,9 +63,14 @@ def strip_local_rank(args: list[str]) -> list[str]:
     return out
 
 
-def rank_argv(args: list[str]) -> list[str]:
-    """The overrides this process runs with: ``args`` itself for one process or rank 0;
-    for another rank, ``args`` plus its scratch run dir, no W&B run and no progress line
+#: what another rank than 0 adds to each command's overrides, besides its scratch run dir:
+#: no W&B run, no progress line (the commands that have them)
+RANK_OVERRIDES = {"train": ["logger=none", "trainer.progress=false"], "eval": ["logger=none"], "sample": []}
+
+
+def rank_argv(args: list[str], command: str = "train") -> list[str]:
+    """The overrides this process runs ``command`` with: ``args`` itself for one process or
+    rank 0; for another rank, ``args`` plus its scratch run dir and :data:`RANK_OVERRIDES`
     (and its console silenced: errors only)."""
     args = resolve_auto_resume(strip_local_rank(args))
     info = rank_info()
@@ -79,7 +84,7 @@ def rank_argv(args: list[str]) -> list[str]:
     shutil.rmtree(scratch, ignore_errors=True)  # a restarted job's rank: its earlier attempt's
     scratch.mkdir(parents=True)
     _resume_from_rank0(args, scratch)
-    return [*args, f"hydra.run.dir={scratch}", "logger=none", "trainer.progress=false"]
+    return [*args, f"hydra.run.dir={scratch}", *RANK_OVERRIDES[command]]
 
 
 def resolve_auto_resume(args: list[str]) -> list[str]:
@@ -122,10 +127,10 @@ def _resume_from_rank0(args: list[str], scratch: Path) -> None:
         shutil.copy2(checkpoint, scratch / RunDir.CHECKPOINT)
 
 
-def _composed(args: list[str]):
+def _composed(args: list[str], command: str = "train"):
     from gencompare.precheck import _compose_checked
 
-    return _compose_checked("train", [a for a in args if not a.startswith("-")])
+    return _compose_checked(command, [a for a in args if not a.startswith("-")])
 
 
 def check(args: list[str], devices: int) -> None:
@@ -171,9 +176,9 @@ def _cuda_device(name: str) -> bool:
     return name in ("cuda", "auto") and torch.cuda.is_available()
 
 
-def start_ranks(args: list[str]) -> bool:
+def start_ranks(args: list[str], command: str = "train") -> bool:
     """``trainer.devices=N > 1`` in a process torch elastic did not start: start N ranks of
-    this command on this node with torch elastic's ``elastic_launch`` (c10d rendezvous on a
+    ``command`` (train, eval, sample) on this node with torch elastic's ``elastic_launch`` (c10d rendezvous on a
     free local port, as ``torchrun --standalone``), wait for them, and return True; a rank's
     failure ends the job with its exit status. In a rank, check what it was started with
     and return False: this process trains.
@@ -197,7 +202,8 @@ def start_ranks(args: list[str]) -> bool:
     given = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == "trainer.devices"]
     if not launched() and all(d.strip() == "1" for d in given) and not _sets_devices(args):
         return False  # one process: nothing to compose here (Hydra composes the run, search path and all)
-    devices = int(_composed(args).trainer.get("devices") or 1)
+    devices = int(_composed(args, command).trainer.get("devices") or 1)
+    refuse = CHECKS.get(command, lambda args, devices: None)
     if devices < 1:
         raise GencompareError(f"trainer.devices must be >= 1 (processes on this node), got {devices}")
     if launched():
@@ -205,16 +211,20 @@ def start_ranks(args: list[str]) -> bool:
         if devices not in (1, info.local_world_size):
             raise GencompareError(f"trainer.devices={devices} but torchrun started {info.local_world_size} "
                                   "processes on this node; leave trainer.devices out under torchrun")
-        check(args, info.world_size)
+        refuse(args, info.world_size)
         return False
     if devices <= 1:
         return False
-    check(args, devices)
-    _elastic_launch(args, devices)
+    refuse(args, devices)
+    _elastic_launch(args, devices, command)
     return True
 
 
-def _elastic_launch(args: list[str], devices: int) -> None:
+#: what each command refuses before its ranks start (eval and sample: nothing)
+CHECKS = {"train": check}
+
+
+def _elastic_launch(args: list[str], devices: int, command: str) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -232,7 +242,7 @@ def _elastic_launch(args: list[str], devices: int) -> None:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=run_id,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
     try:
-        elastic_launch(config, sys.executable)("-m", "gencompare", "train", *args)
+        elastic_launch(config, sys.executable)("-m", "gencompare", command, *args)
     except SignalException as exc:  # SIGINT / SIGTERM: the ranks finished their step and rank 0 said where
         raise SystemExit(128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
