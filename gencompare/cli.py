@@ -200,7 +200,8 @@ def train_command() -> None:
     _report_errors(precheck)("train", sys.argv[1:])
     if _report_errors(launch.start_ranks)(sys.argv[1:]):  # trainer.devices=N: N ranks ran through torch elastic
         return
-    train = launch.on_rank(train)  # under torchrun: errors name the rank; the process group left at the end
+    # under torchrun, or a submitit job's tasks: errors name the rank; the process group left at the end
+    train = launch.on_rank(train, join=launch.join_submitit_tasks)
     if not _is_multirun(sys.argv[1:]):
         _hydra_command("train", train)()
         return

@@ -134,13 +134,18 @@ def _composed(args: list[str], command: str = "train"):
 
 
 def check(args: list[str], devices: int) -> None:
-    """Refuse in one line, before any process starts, what data parallelism does not train.
+    """Refuse in one line, before any process starts, what data parallelism does not train
+    (:func:`check_config` of the config ``args`` compose)."""
+    check_config(_composed(args), devices)
+
+
+def check_config(cfg, devices: int) -> None:
+    """Refuse in one line what ``devices`` data-parallel processes do not train with ``cfg``.
 
     Raises:
         GencompareError: a global batch that does not split evenly,
             ``trainer.sync_batchnorm`` off CUDA, a seed batch, the unrolled GAN.
     """
-    cfg = _composed(args)
     if int(cfg.trainer.batch_size) % devices:
         raise GencompareError(f"trainer.batch_size={cfg.trainer.batch_size} does not split over {devices} processes; "
                               f"choose a multiple of {devices} (it is the global batch)")
@@ -264,16 +269,62 @@ def _elastic_launch(args: list[str], devices: int, command: str) -> None:
             shutil.rmtree(scratch_dir(rank, run_id), ignore_errors=True)
 
 
-def on_rank(task):
+def join_submitit_tasks(cfg, check_run=check_config):
+    """In a submitit job of several tasks (``hydra/launcher=submitit_slurm
+    hydra.launcher.tasks_per_node=N``, also ``nodes=M``; or ``submitit_local``), this task as
+    one rank of one run: torch's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``, ``MASTER_PORT``) exported by submitit's own helper
+    (``submitit.helpers.TorchDistributedEnvironment``: rank and world size from the job, the
+    master the job's first node), and, for a rank other than 0, what :func:`rank_argv` gives
+    the other ranks under torchrun: a scratch run dir, no W&B run, no progress line, a silent
+    console. ``cfg`` itself outside such a job.
+
+    Raises:
+        GencompareError: what ``check_run(cfg, world_size)`` refuses.
+    """
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return cfg
+    import submitit
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if submitit.JobEnvironment().num_tasks <= 1:
+        return cfg
+    # the rank picks its GPU itself (cuda:<local rank>, train.distributed.setup)
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    info = rank_info()
+    check_run(cfg, info.world_size)
+    if info.main:
+        return cfg
+    from omegaconf import open_dict
+
+    from gencompare.terminal import console
+
+    console.quiet = True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life: rank 0 prints the tables
+    scratch = scratch_dir(info.rank, f"submitit{submitit.JobEnvironment().job_id}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(scratch)
+        cfg.logger.name = "none"
+        cfg.trainer.progress = False
+    return cfg
+
+
+def on_rank(task, join=lambda cfg: cfg):
     """``task`` (one process: itself) run as one rank: its errors say which rank (the other
     ranks' consoles are silent, so theirs go straight to stderr), and the process group is
-    left and a scratch run dir removed when it ends."""
-    if not launched():
-        return task
-    info = rank_info()
+    left and a scratch run dir removed when it ends. ``join(cfg)`` first, in the process
+    that runs the task (``train``'s: :func:`join_submitit_tasks`, where a submitit job's
+    tasks become ranks)."""
 
     @functools.wraps(task)
     def run(cfg):
+        cfg = join(cfg)
+        if not launched():
+            return task(cfg)
+        info = rank_info()
         finished = False
         try:
             result = task(cfg)

@@ -11,13 +11,21 @@ samples themselves (0.1 to 1), so 1e-5 separates the two.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from conftest import compose_train
 from model_configs import from_config
 from gencompare.models import nade as nade_module
 from gencompare.metrics.ranks import AcrossRanks
 from gencompare.models.base import batch_shard
+from gencompare.train.train import train
 
 ROW_TOL = 1e-5
 
@@ -88,3 +96,86 @@ def test_each_rank_scores_its_rows_of_one_process_likelihood(name):
     whole = model.log_likelihood(x)
     spread = _over_ranks(lambda start, count: model.log_likelihood(x[start : start + count]), sizes, seed=2)
     torch.testing.assert_close(spread, whole, rtol=ROW_TOL, atol=ROW_TOL)
+
+
+# -- two processes -----------------------------------------------------------------------------
+#: the VAE on ring8 (IWAE, samples with decoder noise, AIS on rank 0 alone), tens of steps;
+#: chunks that split unevenly over 2 ranks: 301 samples in draws of 100 (the last of 1 row,
+#: which rank 1 computes and drops), 101 test examples in batches of 50
+EVAL_RUN = ["model=vae", "dataset=ring8", "trainer.max_steps=100", "trainer.batch_size=100", "trainer.log_every=50",
+            "trainer.num_grid_samples=64", "metrics=fast",
+            "metrics.num_samples_2d=301", "metrics.sample_batch_size=100", "metrics.likelihood.max_examples=101",
+            "metrics.likelihood.batch_size=50"]
+#: relative tolerance of metrics.json's numbers between world sizes 1 and 2. Evaluating one
+#: checkpoint: the rows are one process's up to ROW_TOL. After training on 2 ranks the
+#: weights differ from one process's in the last float bits (tests/test_distributed.py,
+#: WEIGHT_ATOL), and so does the NLL: 7.1e-9 relative, its standard error 2.5e-8, mode
+#: coverage identical (measured on EVAL_RUN, 2026-12-03); a wrong noise row or a lost
+#: example moves the NLL by 1e-3 or more.
+METRIC_RTOL = 1e-5
+WALL_CLOCK = {"sample_time_1000_s", "seconds"}
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "GENCOMPARE_DATA_DIR": str(data_dir),
+            "GENCOMPARE_CACHE_DIR": str(data_dir / "cache"), "WANDB_MODE": "disabled"}
+
+
+def _gencompare(tmp_path: Path, data_dir: Path, *args: str, torchrun: bool = False) -> None:
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else []
+    result = subprocess.run([sys.executable, *launcher, "-m", "gencompare", *args], cwd=tmp_path,
+                            env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _evaluation(metrics_json: Path, blocks=("num_samples", "likelihood", "mode_coverage")) -> dict:
+    """The evaluation's ``blocks`` of a metrics.json, flattened, without wall-clock times."""
+    def flat(value, key):
+        if not isinstance(value, dict):
+            return {key: value}
+        return {k: v for name, sub in value.items() if name not in WALL_CLOCK
+                for k, v in flat(sub, f"{key}.{name}").items()}
+
+    record = json.loads(metrics_json.read_text())
+    return {k: v for block in blocks for k, v in flat(record[block], block).items()}
+
+
+def _assert_same_evaluation(one: dict, two: dict, what: str) -> None:
+    assert one.keys() == two.keys(), what
+    for key, value in one.items():
+        if isinstance(value, float):
+            assert two[key] == pytest.approx(value, rel=METRIC_RTOL, abs=1e-9), f"{what}: {key}"
+        else:
+            assert two[key] == value, f"{what}: {key}"
+
+
+def test_two_ranks_record_the_one_process_evaluation(tmp_path, data_dir):
+    """metrics.json is the same for world size 1 and 2 (up to float sums): training with
+    trainer.devices=2, evaluating one checkpoint with `gencompare eval trainer.devices=2`;
+    and `gencompare sample` under torchrun draws the one-process samples."""
+    one = tmp_path / "one"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(compose_train(one, data_dir, *EVAL_RUN))
+    finally:
+        torch.set_num_threads(threads)
+    trained_one = _evaluation(one / "metrics.json")
+    assert trained_one["num_samples"] == 301 and trained_one["likelihood.num_examples"] == 101
+    assert trained_one["mode_coverage.high_quality_fraction"] > 0  # samples near the modes: a comparison of substance
+
+    _gencompare(tmp_path, data_dir, "train", "trainer.devices=2", *EVAL_RUN, "logger=none", "trainer.progress=false",
+                "hydra.run.dir=two")
+    _assert_same_evaluation(trained_one, _evaluation(tmp_path / "two" / "metrics.json"), "train, 2 ranks")
+
+    evaluate = ["eval", f"run={one}", "logger=none", *[a for a in EVAL_RUN if a.startswith("metrics")]]
+    _gencompare(tmp_path, data_dir, *evaluate)
+    blocks = ("num_samples", "likelihood", "mode_coverage", "ais")  # one checkpoint: AIS (rank 0's) too
+    evaluated_one = _evaluation(one / "metrics.json", blocks)
+    _gencompare(tmp_path, data_dir, *evaluate, "trainer.devices=2")
+    _assert_same_evaluation(evaluated_one, _evaluation(one / "metrics.json", blocks), "eval, 2 ranks")
+
+    _gencompare(tmp_path, data_dir, "sample", f"run={one}", "n=7", "batch_size=4", "out=s1.png")
+    _gencompare(tmp_path, data_dir, "sample", f"run={one}", "n=7", "batch_size=4", "out=s2.png", torchrun=True)
+    s1, s2 = (torch.load(tmp_path / f"s{k}.pt", weights_only=True) for k in (1, 2))
+    torch.testing.assert_close(s2, s1, rtol=ROW_TOL, atol=ROW_TOL)

@@ -101,8 +101,10 @@ def setup(device: torch.device) -> RankInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {}
         if device.type == "cuda":
-            torch.cuda.set_device(info.local_rank)
-            kwargs["device_id"] = torch.device("cuda", info.local_rank)
+            # its own GPU; a rank that sees one (SLURM binding a GPU per task) uses that one
+            index = info.local_rank if torch.cuda.device_count() > 1 else 0
+            torch.cuda.set_device(index)
+            kwargs["device_id"] = torch.device("cuda", index)
         limit = datetime.timedelta(seconds=timeout)
         dist.init_process_group(backend, store=_attempt_store(info, limit), rank=info.rank,
                                 world_size=info.world_size, timeout=limit, **kwargs)
