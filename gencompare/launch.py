@@ -1,7 +1,10 @@
 """Starting a data-parallel run (issue 22): ``gencompare train trainer.devices=N`` starts N
 processes on this node with torch elastic's launcher (``elastic_launch``, the API under
 ``torchrun``; no launcher of our own), and each process, whether started so or by
-``torchrun --nproc_per_node=N -m gencompare train ...``, becomes one rank here.
+``torchrun --nproc_per_node=N -m gencompare train ...``, becomes one rank here. ``gencompare
+eval`` and ``gencompare sample`` start and run as ranks the same way (their work spread by
+:mod:`gencompare.metrics.ranks`). On SLURM, the tasks of a submitit job
+(``hydra.launcher.tasks_per_node``) become the ranks of one run (:func:`join_submitit_tasks`).
 
 The Hydra pitfalls under torchrun (facebookresearch/hydra #2070, lightning-hydra-template
 #393) and what this module does about them:
