@@ -34,9 +34,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import torch
+
 from gencompare.errors import GencompareError
 from gencompare.record import RunDir
-from gencompare.train.distributed import elastic_record, launched, rank_info, teardown
+from gencompare.train.distributed import elastic_record, gpu_index, launched, rank_info, teardown
 
 __all__ = ["check", "on_rank", "rank_argv", "start_ranks", "strip_local_rank"]
 
@@ -328,6 +330,8 @@ def on_rank(task, join=lambda cfg: cfg):
         if not launched():
             return task(cfg)
         info = rank_info()
+        if torch.cuda.is_available():  # "cuda" is this rank's GPU from now on (the model is built on it)
+            torch.cuda.set_device(gpu_index(info))
         finished = False
         try:
             result = task(cfg)

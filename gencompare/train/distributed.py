@@ -101,14 +101,19 @@ def setup(device: torch.device) -> RankInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {}
         if device.type == "cuda":
-            # its own GPU; a rank that sees one (SLURM binding a GPU per task) uses that one
-            index = info.local_rank if torch.cuda.device_count() > 1 else 0
+            index = gpu_index(info)
             torch.cuda.set_device(index)
             kwargs["device_id"] = torch.device("cuda", index)
         limit = datetime.timedelta(seconds=timeout)
         dist.init_process_group(backend, store=_attempt_store(info, limit), rank=info.rank,
                                 world_size=info.world_size, timeout=limit, **kwargs)
     return info
+
+
+def gpu_index(info: RankInfo) -> int:
+    """The GPU of a rank: ``cuda:<local rank>``, or the one GPU a rank sees (SLURM binding a
+    GPU per task)."""
+    return info.local_rank if torch.cuda.device_count() > 1 else 0
 
 
 def _attempt_store(info: RankInfo, timeout: datetime.timedelta) -> dist.Store:
