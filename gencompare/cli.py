@@ -204,7 +204,8 @@ def train_command() -> None:
     _report_errors(precheck)("train", sys.argv[1:])
     if _report_errors(launch.start_ranks)(sys.argv[1:]):  # trainer.devices=N: N ranks ran through torch elastic
         return
-    train = launch.on_rank(train)  # under torchrun: errors name the rank; the process group left at the end
+    # under torchrun, or a submitit job's tasks: errors name the rank; the process group left at the end
+    train = launch.on_rank(train, join=launch.join_submitit_tasks)
     if not _is_multirun(sys.argv[1:]):
         _hydra_command("train", train)()
         return
@@ -219,28 +220,40 @@ def train_command() -> None:
         raise SystemExit(1)
 
 
+def _on_ranks(command: str, task) -> None:
+    """Run ``task`` as ``gencompare <command>``: in one process, or, with
+    ``trainer.devices=N`` or under torchrun, as one rank of N (issue 22)."""
+    from gencompare import launch
+
+    sys.argv = [sys.argv[0], *launch.rank_argv(sys.argv[1:], command)]  # a rank > 0: scratch run dir, silent
+    _report_errors(precheck)(command, sys.argv[1:])
+    if _report_errors(launch.start_ranks)(sys.argv[1:], command):  # trainer.devices=N: the ranks ran
+        return
+    _hydra_command(command, launch.on_rank(task))()
+
+
 def eval_command() -> None:
     from gencompare import config  # noqa: F401
     from gencompare.evaluate import evaluate_run
     from gencompare.record.lock import lock_run_dir, run_locks
+    from gencompare.train.distributed import rank_info
 
     def evaluate_locked(cfg):
-        """``eval`` writes into the run dir (metrics.json, plots): it holds the dir's lock."""
+        """``eval`` writes into the run dir (metrics.json, plots): it holds the dir's lock
+        (rank 0 of several: the one that writes)."""
         with run_locks():
-            if Path(str(cfg.run)).is_dir():
+            if Path(str(cfg.run)).is_dir() and rank_info().main:
                 lock_run_dir(Path(str(cfg.run)), "eval")
             return evaluate_run(cfg)
 
-    _report_errors(precheck)("eval", sys.argv[1:])
-    _hydra_command("eval", evaluate_locked)()
+    _on_ranks("eval", evaluate_locked)
 
 
 def sample_command() -> None:
     from gencompare import config  # noqa: F401
     from gencompare.sample import sample_run
 
-    _report_errors(precheck)("sample", sys.argv[1:])
-    _hydra_command("sample", sample_run)()
+    _on_ranks("sample", sample_run)
 
 
 def compare_command() -> None:

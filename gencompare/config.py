@@ -44,7 +44,9 @@ class TrainerConfig:
     num_grid_samples: int = 64
     precision: str = "32"
     grad_clip: Optional[float] = None
-    resume: bool = False
+    # false | true | auto (RESUME_CHOICES): continue <run dir>/checkpoints/last.ckpt; auto, on the
+    # command line: resume when the run dir holds one (gencompare.launch.resolve_auto_resume)
+    resume: Any = False
     progress: bool = True
     compile: bool = False  # torch.compile each of the family's networks (Module.compile: same state_dict)
     seed_batch: int = 1    # S > 1: seeds seed..seed+S-1 trained stacked in one process (gencompare.train.seeds)
@@ -130,6 +132,11 @@ def check_part_choices(model_cfg: DictConfig) -> None:
             raise GencompareError(f"model.module.{key}={chosen} is not one of {sorted(options)}")
 
 
+#: ``trainer.resume``'s values; ``auto`` is turned into true or false on the command line,
+#: before Hydra makes the run dir (:func:`gencompare.launch.resolve_auto_resume`)
+RESUME_CHOICES = (False, True, "auto")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values a schema type cannot express, before anything is loaded.
 
@@ -137,9 +144,16 @@ def validate(cfg: DictConfig) -> None:
         GencompareError: a non-positive batch size, step count or interval, a
             non-positive learning rate anywhere under ``model``, an unknown
             precision / device / binarization, or a network or sampler choice the
-            model's config does not list (:func:`check_part_choices`).
+            model's config does not list (:func:`check_part_choices`), a ``trainer.resume``
+            other than true, false or auto (auto from a config file: it is resolved on the
+            command line).
     """
     t = cfg.trainer
+    if not (isinstance(t.resume, bool) or t.resume == "auto"):
+        raise GencompareError(f"trainer.resume must be one of true, false, auto, got {t.resume!r}")
+    if t.resume == "auto":
+        raise GencompareError("trainer.resume=auto is resolved on the command line, where the run dir is chosen: "
+                              "pass trainer.resume=auto there (a config file sets true or false)")
     if t.batch_size <= 0:
         raise GencompareError(f"trainer.batch_size must be a positive integer, got {t.batch_size}")
     if t.get("seed_batch") is not None and int(t.seed_batch) < 1:

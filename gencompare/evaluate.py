@@ -25,16 +25,23 @@ from gencompare.data import DataBundle
 from gencompare.errors import GencompareError
 from gencompare.metrics.base import EvalContext, build_metrics
 from gencompare.metrics.likelihood import test_likelihood  # noqa: F401 - its home before the metrics were objects
-from gencompare.models.base import GenerativeModel
+from gencompare.metrics.ranks import OneProcess
+from gencompare.models.base import GenerativeModel, batch_shard
 from gencompare.record import RecordError, RunDir, RunMetrics, flatten, read_metrics, write_metrics
 from gencompare.report.tables import declared_rows, run_table
 from gencompare.terminal import console, table_console
 from gencompare.tracking import Tracker, log_run_artifacts, make_tracker, summary_of
+from gencompare.train.distributed import evaluation_ranks
 
 
-def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
-    """``n`` samples on the CPU from a forked, seeded RNG, and the seconds the first
-    1,000 took (the time-to-sample users compare)."""
+def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int,
+                 ranks: OneProcess | None = None) -> tuple[torch.Tensor, float]:
+    """``n`` samples ``(n, *data shape)`` on the CPU from a forked, seeded RNG, drawn
+    ``batch_size`` at a time, and the seconds the first 1,000 took (the time-to-sample
+    users compare). On ``ranks`` of a data-parallel job each chunk is split over the ranks
+    (:mod:`gencompare.metrics.ranks`): every rank draws the chunk's noise, runs the model
+    on its rows and gets the gathered chunk, so the samples are one process's."""
+    ranks = ranks or OneProcess()
     devices = [model.device] if model.device.type == "cuda" else []
     chunks: list[torch.Tensor] = []
     first_1000 = None
@@ -46,7 +53,9 @@ def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int) -> 
         drawn = 0
         while drawn < n:
             b = min(batch_size, n - drawn)
-            chunks.append(model.sample(b).detach().float().cpu())
+            with batch_shard(ranks.shard(b)):
+                part = model.sample(ranks.rows(b)[1]).detach().float().cpu()
+            chunks.append(ranks.gather(part, b))
             drawn += b
             if first_1000 is None and drawn >= min(n, 1000):
                 if model.device.type == "cuda":
@@ -76,17 +85,21 @@ def num_evaluation_samples(mcfg: DictConfig, kind: str, final: bool = True) -> i
 
 
 def evaluation_samples(mcfg: DictConfig, model: GenerativeModel, kind: str, seed: int,
-                       final: bool = True) -> tuple[torch.Tensor, float]:
+                       final: bool = True, ranks: OneProcess | None = None) -> tuple[torch.Tensor, float]:
     """The samples :func:`evaluate_model` scores for run seed ``seed``, and the seconds the
     first 1,000 took: ``(N, *data shape)`` on the CPU, N = :func:`num_evaluation_samples`.
     Drawn from their own seed in a forked RNG, so drawing them before the evaluation (the
-    runner's final 2D scatter plot shows them) leaves every metric as it was."""
-    return draw_samples(model, num_evaluation_samples(mcfg, kind, final), int(mcfg.sample_batch_size), seed + 777)
+    runner's final 2D scatter plot shows them) leaves every metric as it was. ``ranks``:
+    see :func:`evaluate_model`."""
+    ranks = ranks or evaluation_ranks(model.device)
+    return draw_samples(model, num_evaluation_samples(mcfg, kind, final), int(mcfg.sample_batch_size), seed + 777,
+                        ranks)
 
 
 def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle, *, run_dir: Path,
                    cache_dir: Path, seed: int, final: bool = True,
-                   drawn: tuple[torch.Tensor, float] | None = None) -> dict[str, Any]:
+                   drawn: tuple[torch.Tensor, float] | None = None,
+                   ranks: OneProcess | None = None) -> dict[str, Any]:
     """Every metric of ``mcfg`` (:func:`gencompare.metrics.base.build_metrics`, in its
     order) that applies to ``bundle`` for ``model``; a nested dict for metrics.json, one
     block per metric under its name, beside the number of samples and the time they took.
@@ -94,7 +107,10 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     ``final=False`` (intermediate evaluation) skips the metrics marked ``final_only`` (the
     likelihood, Parzen and its baselines, FID/IS) and uses ``mcfg.intermediate_num_samples``.
     ``drawn``: what :func:`evaluation_samples` returned for this model and seed, when the
-    caller already drew them (they are not drawn twice).
+    caller already drew them (they are not drawn twice). ``ranks``: the processes the
+    evaluation runs on (default: this process's, :func:`gencompare.train.distributed.evaluation_ranks`;
+    in a data-parallel job the samples and the likelihood are spread over the ranks, and
+    rank 0 alone computes the other metrics, so only rank 0's result is whole).
 
     Raises:
         GencompareError: fewer samples than the Parzen protocol's centres.
@@ -102,7 +118,8 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     n = num_evaluation_samples(mcfg, bundle.kind, final)
     if final:
         check_metrics_config(mcfg, bundle.kind)
-    samples, t1000 = drawn if drawn is not None else evaluation_samples(mcfg, model, bundle.kind, seed, final)
+    ranks = ranks or evaluation_ranks(model.device)
+    samples, t1000 = drawn if drawn is not None else evaluation_samples(mcfg, model, bundle.kind, seed, final, ranks)
     if len(samples) != n:
         raise ValueError(f"evaluate_model was handed {len(samples)} samples for an evaluation of {n}")
     out: dict[str, Any] = {"sample_time_1000_s": t1000, "num_samples": n}
@@ -110,9 +127,9 @@ def evaluate_model(mcfg: DictConfig, model: GenerativeModel, bundle: DataBundle,
     if sampler is not None:
         out["sampler"] = sampler
     ctx = EvalContext(model=model, bundle=bundle, cont=bundle.continuous_view(), samples=samples,
-                      run_dir=Path(run_dir), cache_dir=Path(cache_dir), final=final, seed=int(seed))
+                      run_dir=Path(run_dir), cache_dir=Path(cache_dir), final=final, seed=int(seed), ranks=ranks)
     for metric in build_metrics(mcfg):
-        if (metric.final_only and not final) or metric.applies(bundle, model) is not True:
+        if (metric.final_only and not final) or not ranks.computes(metric) or metric.applies(bundle, model) is not True:
             continue
         block = metric.compute(ctx) if metric.enabled else metric.when_disabled(ctx)
         if block is not None:
@@ -182,8 +199,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     # the estimators that draw from the global RNG (IWAE, the DDPM bound) give the same numbers
     # at every eval of a run: seeded from the run's seed, after the model is rebuilt
     seed_everything(int(train_cfg.seed))
+    ranks = evaluation_ranks(model.device)  # trainer.devices=N, torchrun: the processes share the work
     results = evaluate_model(cfg.metrics, model, bundle, run_dir=run.path, cache_dir=Path(cfg.paths.cache_dir),
-                             seed=int(train_cfg.seed), final=True)
+                             seed=int(train_cfg.seed), final=True, ranks=ranks)
+    if not ranks.main:
+        return results  # rank 0 records the evaluation (the others' has only the metrics they share)
     if run.metrics.is_file():
         record = read_metrics(run.metrics)
     else:

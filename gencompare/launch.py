@@ -1,7 +1,10 @@
 """Starting a data-parallel run (issue 22): ``gencompare train trainer.devices=N`` starts N
 processes on this node with torch elastic's launcher (``elastic_launch``, the API under
 ``torchrun``; no launcher of our own), and each process, whether started so or by
-``torchrun --nproc_per_node=N -m gencompare train ...``, becomes one rank here.
+``torchrun --nproc_per_node=N -m gencompare train ...``, becomes one rank here. ``gencompare
+eval`` and ``gencompare sample`` start and run as ranks the same way (their work spread by
+:mod:`gencompare.metrics.ranks`). On SLURM, the tasks of a submitit job
+(``hydra.launcher.tasks_per_node``) become the ranks of one run (:func:`join_submitit_tasks`).
 
 The Hydra pitfalls under torchrun (facebookresearch/hydra #2070, lightning-hydra-template
 #393) and what this module does about them:
@@ -31,9 +34,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import torch
+
 from gencompare.errors import GencompareError
 from gencompare.record import RunDir
-from gencompare.train.distributed import elastic_record, launched, rank_info, teardown
+from gencompare.train.distributed import elastic_record, gpu_index, launched, rank_info, teardown
 
 __all__ = ["check", "on_rank", "rank_argv", "start_ranks", "strip_local_rank"]
 
@@ -63,9 +68,14 @@ def strip_local_rank(args: list[str]) -> list[str]:
     return out
 
 
-def rank_argv(args: list[str]) -> list[str]:
-    """The overrides this process runs with: ``args`` itself for one process or rank 0;
-    for another rank, ``args`` plus its scratch run dir, no W&B run and no progress line
+#: what another rank than 0 adds to each command's overrides, besides its scratch run dir:
+#: no W&B run, no progress line (the commands that have them)
+RANK_OVERRIDES = {"train": ["logger=none", "trainer.progress=false"], "eval": ["logger=none"], "sample": []}
+
+
+def rank_argv(args: list[str], command: str = "train") -> list[str]:
+    """The overrides this process runs ``command`` with: ``args`` itself for one process or
+    rank 0; for another rank, ``args`` plus its scratch run dir and :data:`RANK_OVERRIDES`
     (and its console silenced: errors only)."""
     args = resolve_auto_resume(strip_local_rank(args))
     info = rank_info()
@@ -79,7 +89,7 @@ def rank_argv(args: list[str]) -> list[str]:
     shutil.rmtree(scratch, ignore_errors=True)  # a restarted job's rank: its earlier attempt's
     scratch.mkdir(parents=True)
     _resume_from_rank0(args, scratch)
-    return [*args, f"hydra.run.dir={scratch}", "logger=none", "trainer.progress=false"]
+    return [*args, f"hydra.run.dir={scratch}", *RANK_OVERRIDES[command]]
 
 
 def resolve_auto_resume(args: list[str]) -> list[str]:
@@ -122,20 +132,25 @@ def _resume_from_rank0(args: list[str], scratch: Path) -> None:
         shutil.copy2(checkpoint, scratch / RunDir.CHECKPOINT)
 
 
-def _composed(args: list[str]):
+def _composed(args: list[str], command: str = "train"):
     from gencompare.precheck import _compose_checked
 
-    return _compose_checked("train", [a for a in args if not a.startswith("-")])
+    return _compose_checked(command, [a for a in args if not a.startswith("-")])
 
 
 def check(args: list[str], devices: int) -> None:
-    """Refuse in one line, before any process starts, what data parallelism does not train.
+    """Refuse in one line, before any process starts, what data parallelism does not train
+    (:func:`check_config` of the config ``args`` compose)."""
+    check_config(_composed(args), devices)
+
+
+def check_config(cfg, devices: int) -> None:
+    """Refuse in one line what ``devices`` data-parallel processes do not train with ``cfg``.
 
     Raises:
         GencompareError: a global batch that does not split evenly,
             ``trainer.sync_batchnorm`` off CUDA, a seed batch, the unrolled GAN.
     """
-    cfg = _composed(args)
     if int(cfg.trainer.batch_size) % devices:
         raise GencompareError(f"trainer.batch_size={cfg.trainer.batch_size} does not split over {devices} processes; "
                               f"choose a multiple of {devices} (it is the global batch)")
@@ -171,9 +186,9 @@ def _cuda_device(name: str) -> bool:
     return name in ("cuda", "auto") and torch.cuda.is_available()
 
 
-def start_ranks(args: list[str]) -> bool:
+def start_ranks(args: list[str], command: str = "train") -> bool:
     """``trainer.devices=N > 1`` in a process torch elastic did not start: start N ranks of
-    this command on this node with torch elastic's ``elastic_launch`` (c10d rendezvous on a
+    ``command`` (train, eval, sample) on this node with torch elastic's ``elastic_launch`` (c10d rendezvous on a
     free local port, as ``torchrun --standalone``), wait for them, and return True; a rank's
     failure ends the job with its exit status. In a rank, check what it was started with
     and return False: this process trains.
@@ -197,7 +212,8 @@ def start_ranks(args: list[str]) -> bool:
     given = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == "trainer.devices"]
     if not launched() and all(d.strip() == "1" for d in given) and not _sets_devices(args):
         return False  # one process: nothing to compose here (Hydra composes the run, search path and all)
-    devices = int(_composed(args).trainer.get("devices") or 1)
+    devices = int(_composed(args, command).trainer.get("devices") or 1)
+    refuse = CHECKS.get(command, lambda args, devices: None)
     if devices < 1:
         raise GencompareError(f"trainer.devices must be >= 1 (processes on this node), got {devices}")
     if launched():
@@ -205,16 +221,20 @@ def start_ranks(args: list[str]) -> bool:
         if devices not in (1, info.local_world_size):
             raise GencompareError(f"trainer.devices={devices} but torchrun started {info.local_world_size} "
                                   "processes on this node; leave trainer.devices out under torchrun")
-        check(args, info.world_size)
+        refuse(args, info.world_size)
         return False
     if devices <= 1:
         return False
-    check(args, devices)
-    _elastic_launch(args, devices)
+    refuse(args, devices)
+    _elastic_launch(args, devices, command)
     return True
 
 
-def _elastic_launch(args: list[str], devices: int) -> None:
+#: what each command refuses before its ranks start (eval and sample: nothing)
+CHECKS = {"train": check}
+
+
+def _elastic_launch(args: list[str], devices: int, command: str) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -232,7 +252,7 @@ def _elastic_launch(args: list[str], devices: int) -> None:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=run_id,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
     try:
-        elastic_launch(config, sys.executable)("-m", "gencompare", "train", *args)
+        elastic_launch(config, sys.executable)("-m", "gencompare", command, *args)
     except SignalException as exc:  # SIGINT / SIGTERM: the ranks finished their step and rank 0 said where
         raise SystemExit(128 + int(exc.sigval)) from None
     except ChildFailedError as exc:
@@ -254,16 +274,64 @@ def _elastic_launch(args: list[str], devices: int) -> None:
             shutil.rmtree(scratch_dir(rank, run_id), ignore_errors=True)
 
 
-def on_rank(task):
+def join_submitit_tasks(cfg, check_run=check_config):
+    """In a submitit job of several tasks (``hydra/launcher=submitit_slurm
+    hydra.launcher.tasks_per_node=N``, also ``nodes=M``; or ``submitit_local``), this task as
+    one rank of one run: torch's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``, ``MASTER_PORT``) exported by submitit's own helper
+    (``submitit.helpers.TorchDistributedEnvironment``: rank and world size from the job, the
+    master the job's first node), and, for a rank other than 0, what :func:`rank_argv` gives
+    the other ranks under torchrun: a scratch run dir, no W&B run, no progress line, a silent
+    console. ``cfg`` itself outside such a job.
+
+    Raises:
+        GencompareError: what ``check_run(cfg, world_size)`` refuses.
+    """
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return cfg
+    import submitit
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if submitit.JobEnvironment().num_tasks <= 1:
+        return cfg
+    # the rank picks its GPU itself (cuda:<local rank>, train.distributed.setup)
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    info = rank_info()
+    check_run(cfg, info.world_size)
+    if info.main:
+        return cfg
+    from omegaconf import open_dict
+
+    from gencompare.terminal import console
+
+    console.quiet = True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life: rank 0 prints the tables
+    scratch = scratch_dir(info.rank, f"submitit{submitit.JobEnvironment().job_id}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(scratch)
+        cfg.logger.name = "none"
+        cfg.trainer.progress = False
+    return cfg
+
+
+def on_rank(task, join=lambda cfg: cfg):
     """``task`` (one process: itself) run as one rank: its errors say which rank (the other
     ranks' consoles are silent, so theirs go straight to stderr), and the process group is
-    left and a scratch run dir removed when it ends."""
-    if not launched():
-        return task
-    info = rank_info()
+    left and a scratch run dir removed when it ends. ``join(cfg)`` first, in the process
+    that runs the task (``train``'s: :func:`join_submitit_tasks`, where a submitit job's
+    tasks become ranks)."""
 
     @functools.wraps(task)
     def run(cfg):
+        cfg = join(cfg)
+        if not launched():
+            return task(cfg)
+        info = rank_info()
+        if torch.cuda.is_available():  # "cuda" is this rank's GPU from now on (the model is built on it)
+            torch.cuda.set_device(gpu_index(info))
         finished = False
         try:
             result = task(cfg)

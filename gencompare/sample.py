@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ from omegaconf import DictConfig
 
 from gencompare.build import load_run_model
 from gencompare.errors import GencompareError
-from gencompare.models.base import GenerativeModel
+from gencompare.metrics.ranks import OneProcess
+from gencompare.models.base import GenerativeModel, batch_shard
 from gencompare.plots import save_samples
 from gencompare.record import RunDir, atomic_write
 from gencompare.terminal import console
+from gencompare.train.distributed import evaluation_ranks
 
 #: images shown in the PNG grid (32 x 32): a grid of 50,000 would be a picture of ~10^9 pixels
 MAX_PICTURED_IMAGES = 1024
@@ -82,8 +85,12 @@ def sample_run(cfg: DictConfig) -> dict[str, Any]:
         batch = int((train_cfg.get("metrics") or {}).get("sample_batch_size") or DEFAULT_BATCH)
     tensor_path = png.with_suffix(".pt")
     check_disk(n, tuple(bundle.shape), png.parent)
-    samples = draw_to_file(model, n, tuple(bundle.shape), seed, batch, tensor_path)
     step = int(checkpoint["step"])
+    ranks = evaluation_ranks(model.device)  # trainer.devices=N, torchrun: each chunk split over the ranks
+    if not ranks.main:  # rank 0 writes the files; this rank draws its rows of every chunk
+        _draw_into(model, n, seed, batch, ranks, lambda start, chunk: None)
+        return {"n": n, "step": step}
+    samples = draw_to_file(model, n, tuple(bundle.shape), seed, batch, tensor_path, ranks)
     title = f"{train_cfg.model.name} on {bundle.variant}, step {step}, training seed {train_cfg.seed}, sampling seed {seed}"
     shown = samples[: MAX_PICTURED_IMAGES if samples.dim() == 4 else MAX_PICTURED_POINTS]
     if len(shown) < n:
@@ -122,10 +129,12 @@ def _gb(n_bytes: int) -> str:
 
 
 def draw_to_file(model: GenerativeModel, n: int, shape: tuple[int, ...], seed: int, batch: int,
-                 path: Path) -> torch.Tensor:
+                 path: Path, ranks: OneProcess | None = None) -> torch.Tensor:
     """Draw ``n`` samples ``batch`` at a time from a forked RNG seeded with ``seed`` (up to
     ``batch`` samples are one draw, as a training grid draws them: the same seed, the same
     samples) into a file-backed buffer, and save them to ``path`` with :func:`torch.save`.
+    On ``ranks`` of a data-parallel job (rank 0 calls this; the others :func:`_draw_into`)
+    each draw is split over the ranks and gathered: the same samples as one process's.
 
     Returns:
         The samples ``(n, *shape)`` float32, backed by the saved file (memory-mapped).
@@ -139,7 +148,8 @@ def draw_to_file(model: GenerativeModel, n: int, shape: tuple[int, ...], seed: i
         raw.unlink(missing_ok=True)
         buffer = torch.from_file(str(raw), shared=True, size=n * math.prod(shape), dtype=torch.float32)
         buffer = buffer.view(n, *shape)
-        _draw_into(model, buffer, seed, batch)
+        _draw_into(model, n, seed, batch, ranks or OneProcess(),
+                   lambda start, chunk: buffer[start : start + len(chunk)].copy_(chunk.reshape(len(chunk), *shape)))
         atomic_write(path, lambda tmp: torch.save(buffer, tmp))
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError
         raise GencompareError(f"cannot write {path}: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0]}") \
@@ -149,16 +159,20 @@ def draw_to_file(model: GenerativeModel, n: int, shape: tuple[int, ...], seed: i
     return torch.load(path, mmap=True, weights_only=True)
 
 
-def _draw_into(model: GenerativeModel, out: torch.Tensor, seed: int, batch: int) -> None:
-    """Fill ``out`` ``(n, ...)`` with samples, ``batch`` per ``model.sample`` call."""
+def _draw_into(model: GenerativeModel, n: int, seed: int, batch: int, ranks: OneProcess,
+               write: Callable[[int, torch.Tensor], Any]) -> None:
+    """Draw ``n`` samples, ``batch`` per global draw (split over ``ranks``), handing each
+    gathered chunk ``(b, ...)`` float32 on the CPU to ``write(start, chunk)``."""
     devices = [model.device] if model.device.type == "cuda" else []
     was_training = model.training
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
         model.eval()
         try:
-            for start in range(0, len(out), batch):
-                b = min(batch, len(out) - start)
-                out[start:start + b] = model.sample(b).detach().float().cpu().reshape(b, *out.shape[1:])
+            for start in range(0, n, batch):
+                b = min(batch, n - start)
+                with batch_shard(ranks.shard(b)):
+                    part = model.sample(ranks.rows(b)[1]).detach().float().cpu()
+                write(start, ranks.gather(part, b))
         finally:
             model.train(was_training)

@@ -326,3 +326,35 @@ def test_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint
     (run,) = _run_dirs(logs)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == step
     assert not scratch_dir(1, run_id).exists(), "rank 1's scratch dir was left"
+
+
+def test_an_unknown_resume_value_is_one_line(tmp_path, data_dir):
+    """trainer.resume takes true, false or auto (the schema's RESUME_CHOICES)."""
+    value = "maybe"
+    result = run_cli("train", "model=vae", "dataset=ring8", "logger=none", f"trainer.resume={value}",
+                     f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path, data_dir=data_dir, timeout=120)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "trainer.resume must be one of true, false, auto, got" in lines[0] and value in lines[0]
+
+
+def test_submitit_tasks_per_node_are_the_ranks_of_one_run(tmp_path, data_dir):
+    """hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=N, tried with submitit's
+    local executor (the same task code, the same submitit helper for rank, world size and
+    master): the job's 2 tasks train one run as 2 ranks, the one-process model."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    logs = tmp_path / "logs"
+    result = subprocess.run(
+        [sys.executable, "-m", "gencompare", "train", "-m", "hydra/launcher=submitit_local",
+         "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10", "model=vae", "dataset=ring8",
+         "trainer.max_steps=20", "trainer.batch_size=64", "logger=none", "metrics=none", "trainer.progress=false",
+         f"paths.log_dir={logs}"],
+        cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _run_dirs(logs)
+    assert len(runs) == 1, runs
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["batch_size_per_rank"]) == (2, 32)
+    _one_process(tmp_path / "one", data_dir, "model=vae", "dataset=ring8", "trainer.max_steps=20",
+                 "trainer.batch_size=64")
+    _assert_same_model(tmp_path / "one", runs[0], "vae, submitit tasks_per_node=2")

@@ -110,8 +110,8 @@ def test_2d_final_scatter_plot_shows_the_scored_samples_drawn_once(tmp_path, dat
     draws, plotted = [], []
     real_draw, real_save = evaluate.draw_samples, callbacks.save_samples
 
-    def counting_draw(model, n, batch_size, seed):
-        out = real_draw(model, n, batch_size, seed)
+    def counting_draw(model, n, batch_size, seed, *ranks):
+        out = real_draw(model, n, batch_size, seed, *ranks)
         draws.append(out[0])
         return out
 

@@ -78,6 +78,11 @@ class AISLikelihood(Metric):
     """
 
     final_only = True
+    # across_ranks stays False: in a data-parallel evaluation rank 0 computes AIS alone. Its
+    # chains draw from one generator through the sigma selection and then every test batch,
+    # each HMC step for all chains of the batch at once; spreading them would need every
+    # rank to draw the other ranks' chains in step (not built), and its own generator leaves
+    # the global RNG the other metrics draw from as it was.
 
     def __init__(self, *, enabled: bool = True, num_test: int | None = 100, num_valid: int = 50, chains: int = 16,
                  steps: int = 1000, leapfrog: int = 10, sigma_grid: Sequence[float] | None = None,

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gencompare.errors import GencompareError
+from gencompare.metrics.ranks import OneProcess
 
 if TYPE_CHECKING:  # type names only: a metric module is imported by name from the config
     from gencompare.data import DataBundle
@@ -52,6 +53,8 @@ class EvalContext:
         seed: the run's seed; a metric that draws random numbers of its own seeds a
             ``torch.Generator`` from it, leaving the global RNG the others draw from as it was.
         shared: what earlier metrics leave for later ones, by name.
+        ranks: the processes the evaluation runs on (:mod:`gencompare.metrics.ranks`; one
+            process: :class:`~gencompare.metrics.ranks.OneProcess`, the identity).
     """
 
     model: GenerativeModel
@@ -63,6 +66,7 @@ class EvalContext:
     final: bool = True
     seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)
+    ranks: OneProcess = field(default_factory=OneProcess)
 
     @property
     def device(self) -> torch.device:
@@ -79,6 +83,10 @@ class Metric:
     Class attributes:
         final_only: computed at the end of training and by ``gencompare eval``, not in the
             lighter ``trainer.eval_every`` evaluations.
+        across_ranks: ``compute`` spreads its work over the ranks of a data-parallel job
+            through ``ctx.ranks`` (so every rank runs it, together); False: rank 0 computes
+            it alone on the gathered samples (the others skip it, so it must not draw from
+            the global RNG a later ``across_ranks`` metric draws from).
         rows: how its numbers are shown, for a metric outside the package:
             :class:`gencompare.report.tables.Metric` rows the terminal table and
             ``compare`` add to the registry ``report.tables.METRICS`` (the built-in
@@ -86,6 +94,7 @@ class Metric:
     """
 
     final_only: ClassVar[bool] = False
+    across_ranks: ClassVar[bool] = False
     rows: ClassVar[tuple[TableRow, ...]] = ()
 
     def __init__(self, *, enabled: bool = True) -> None:

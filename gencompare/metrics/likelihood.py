@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from gencompare.metrics.base import EvalContext, Metric
+from gencompare.metrics.ranks import OneProcess
+from gencompare.models.base import batch_shard
 from gencompare.models.pixels import LOG_256, dequantization_note, dequantize
 from gencompare.record import Likelihood
 
@@ -24,12 +26,18 @@ class FamilyLikelihood(Metric):
     a density (``model.discrete_likelihood`` False) is scored on uniformly dequantized
     pixels plus D ln 256; ``dequantization`` in the result says which applied.
 
+    In a data-parallel evaluation each batch is split over the ranks: each rank scores its
+    rows, drawing what one process draws for the whole batch (IWAE's epsilon, the DDPM
+    bound's noise, the dequantization), and the per-example values are gathered in order,
+    so the NLL is one process's up to float sums (:mod:`gencompare.metrics.ranks`).
+
     Args:
         max_examples: the first this many test examples (None: the whole split).
-        batch_size: examples per ``log_likelihood`` call.
+        batch_size: examples per ``log_likelihood`` call (global: split over the ranks).
     """
 
     final_only = True
+    across_ranks = True
 
     def __init__(self, *, enabled: bool = True, max_examples: int | None = None, batch_size: int = 100) -> None:
         super().__init__(enabled=enabled)
@@ -37,13 +45,15 @@ class FamilyLikelihood(Metric):
         self.batch_size = int(batch_size)
 
     def compute(self, ctx: EvalContext) -> Likelihood:
-        return Likelihood.from_dict(self.score(ctx.model, ctx.bundle), "likelihood")
+        return Likelihood.from_dict(self.score(ctx.model, ctx.bundle, ctx.ranks), "likelihood")
 
     def when_disabled(self, ctx: EvalContext) -> Likelihood:
         return self.compute(ctx)  # a block saying so: compare tells "disabled" from "none defined"
 
-    def score(self, model, bundle) -> dict[str, Any]:
-        """The result as a dict (the keys of :class:`gencompare.record.Likelihood`)."""
+    def score(self, model, bundle, ranks: OneProcess | None = None) -> dict[str, Any]:
+        """The result as a dict (the keys of :class:`gencompare.record.Likelihood`), scored
+        on ``ranks`` (default: one process)."""
+        ranks = ranks or OneProcess()
         kind = model.likelihood_kind
         if kind is None or not self.enabled:
             return {"kind": None, "note": f"{model.family} defines no likelihood" if kind is None else "disabled"}
@@ -59,8 +69,12 @@ class FamilyLikelihood(Metric):
         dequantized = eight_bit and not model.discrete_likelihood
         with torch.no_grad():
             for i in range(0, len(x), bs):
-                xb = dequantize(x[i : i + bs]) if dequantized else x[i : i + bs]
-                ll = model.log_likelihood(xb).double().cpu()
+                n = len(x[i : i + bs])
+                start, count = ranks.rows(n)
+                with batch_shard(ranks.shard(n)):
+                    xb = x[i + start : i + start + count]
+                    ll = model.log_likelihood(dequantize(xb) if dequantized else xb).double().cpu()
+                ll = ranks.gather(ll, n)  # (n,): every rank's rows, in order
                 values.append(ll - d * LOG_256 if dequantized else ll)
         model.train(was_training)
         nll = -torch.cat(values)

@@ -8,7 +8,7 @@ family").
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -215,11 +215,31 @@ def forget_on_load(module: nn.Module, attribute: str) -> None:
 # -- data parallelism: a step's noise as the global batch's, sliced per rank -----------------
 @dataclass(frozen=True)
 class BatchShard:
-    """This process's share of a data-parallel step (:mod:`gencompare.train.distributed`):
-    rows ``[rank * n, (rank + 1) * n)`` of a global batch of ``world_size * n`` examples."""
+    """This process's share of a data-parallel global batch (:mod:`gencompare.train.distributed`,
+    :mod:`gencompare.metrics.ranks`): rows ``[rank * n, (rank + 1) * n)`` of a global batch of
+    ``world_size * n`` examples (a training step), or, with ``total``, the rows
+    ``[start, start + n)`` of a global batch of ``total`` (an evaluation's chunk, split
+    unevenly; a rank that holds no row of it computes one row of another rank's and drops
+    it, :func:`shard_chunks`: the networks take no empty batch, and the rank must still draw
+    the chunk's noise)."""
 
     rank: int
     world_size: int
+    total: int | None = None
+    start: int = 0
+
+    def span(self, n: int) -> tuple[int, int]:
+        """``(total, start)``: the global batch's size and the first global row of this
+        rank's ``n`` rows.
+
+        Raises:
+            ValueError: ``n`` rows from ``start`` do not fit in ``total``.
+        """
+        if self.total is None:
+            return n * self.world_size, n * self.rank
+        if self.start + n > self.total:
+            raise ValueError(f"rows [{self.start}, {self.start + n}) are not in a global batch of {self.total}")
+        return self.total, self.start
 
 
 _SHARD: ContextVar[BatchShard | None] = ContextVar("gencompare_batch_shard", default=None)
@@ -228,7 +248,8 @@ _SHARD: ContextVar[BatchShard | None] = ContextVar("gencompare_batch_shard", def
 @contextmanager
 def batch_shard(shard: BatchShard | None):
     """Within the block, :func:`draw_examples` and :func:`gather_examples` act for ``shard``
-    (set by the data-parallel step strategy around each ``training_step``; None: one process)."""
+    (set by the data-parallel step strategy around each ``training_step``, and by a
+    data-parallel evaluation around each chunk it draws; None: one process)."""
     token = _SHARD.set(shard)
     try:
         yield
@@ -236,28 +257,95 @@ def batch_shard(shard: BatchShard | None):
         _SHARD.reset(token)
 
 
-def draw_examples(draw: Callable[[int], Tensor], n: int) -> Tensor:
-    """Per-example random draws of a training step (a GAN's z, a VAE's epsilon, a DDPM's t
-    and noise) for ``n`` examples: ``draw(n)``, whose first dimension indexes examples.
-
-    Under a :class:`BatchShard` of ``W`` ranks, ``draw(n * W)`` (the draw one process makes
-    for the global batch, every rank's global RNG seeded alike) and this rank's ``n`` rows of
-    it, so W ranks see the noise one process sees. Outside one, exactly ``draw(n)``.
-    """
+def _active() -> BatchShard | None:
     shard = _SHARD.get()
-    if shard is None or shard.world_size == 1:
+    return None if shard is None or (shard.world_size == 1 and shard.total is None) else shard
+
+
+def draw_examples(draw: Callable[[int], Tensor], n: int, dim: int = 0) -> Tensor:
+    """Per-example random draws (a GAN's z, a VAE's epsilon, a DDPM's t and noise, a NADE
+    sample's pixels) for ``n`` examples: ``draw(n)``, whose dimension ``dim`` indexes examples.
+
+    Under a :class:`BatchShard`, ``draw(total)`` (the draw one process makes for the global
+    batch, every rank's global RNG seeded alike) and this rank's ``n`` rows of it, so the
+    ranks see the noise one process sees. Outside one, exactly ``draw(n)``.
+    """
+    shard = _active()
+    if shard is None:
         return draw(n)
-    return draw(n * shard.world_size)[shard.rank * n : (shard.rank + 1) * n]
+    total, start = shard.span(n)
+    return draw(total).narrow(dim, start, n)
+
+
+def batch_total(n: int) -> int:
+    """The global batch of which this rank holds ``n`` rows (outside a :class:`BatchShard`: ``n``)."""
+    shard = _active()
+    return n if shard is None else shard.span(n)[0]
+
+
+def spread(x: Tensor, fill: float = 0.0) -> Tensor:
+    """``x`` ``(n, ...)``, this rank's rows, placed at their rows of a global-batch tensor
+    whose other rows are ``fill``: the parameters of a draw whose random numbers do not
+    depend on them (``torch.bernoulli`` of probabilities draws one uniform per element,
+    ``torch.multinomial`` of one sample one exponential per category), so that
+    ``draw_examples(lambda m: torch.bernoulli(spread(p)), len(p))`` draws what one process
+    draws for the whole batch without computing the other ranks' rows. Outside a
+    :class:`BatchShard`, ``x`` itself."""
+    shard = _active()
+    if shard is None:
+        return x
+    total, start = shard.span(len(x))
+    out = x.new_full((total, *x.shape[1:]), fill)
+    out[start : start + len(x)] = x
+    return out
+
+
+def shard_chunks(n: int, chunk: int) -> Iterator[tuple[int, int, BatchShard | None]]:
+    """``n`` examples in chunks of at most ``chunk`` *global* rows, for a family that draws
+    a large batch in pieces, so that every rank cuts the global batch where one process
+    cuts it and draws what it draws: per chunk ``(rows to compute, rows to keep, shard)``.
+    A rank that holds no row of a chunk computes one and keeps none (see :class:`BatchShard`).
+    Outside a :class:`BatchShard`, ``(m, m, None)`` with ``m = min(chunk, n - i)`` for ``i``
+    in ``range(0, n, chunk)``."""
+    shard = _active()
+    if shard is None:
+        for i in range(0, n, chunk):
+            yield min(chunk, n - i), min(chunk, n - i), None
+        return
+    total, start = shard.span(n)
+    for lo in range(0, total, chunk):
+        hi = min(lo + chunk, total)
+        first, last = max(lo, start), min(hi, start + n)
+        if last > first:
+            yield last - first, last - first, BatchShard(shard.rank, shard.world_size, hi - lo, first - lo)
+        else:
+            yield 1, 0, BatchShard(shard.rank, shard.world_size, hi - lo, 0)
+
+
+def in_chunks(draw: Callable[[int], Tensor], n: int, chunk: int) -> list[Tensor]:
+    """``[draw(m)[:keep], ...]`` over the chunks of :func:`shard_chunks` (``n`` examples, at
+    most ``chunk`` global rows per chunk), each called under its chunk's shard."""
+    parts = []
+    for m, keep, shard in shard_chunks(n, chunk):
+        with batch_shard(shard):
+            parts.append(draw(m)[:keep])
+    return parts
 
 
 def gather_examples(x: Tensor) -> Tensor:
     """``x`` ``(n, ...)`` of this rank's examples concatenated over the ranks in rank order
     ``(W * n, ...)``: the global batch, for what a step computes from the whole batch once
     (RNADE's data-dependent initialisation). Outside a :class:`BatchShard`, ``x`` itself.
-    No gradient flows through the gathered copy."""
+    No gradient flows through the gathered copy.
+
+    Raises:
+        ValueError: under a shard of an uneven split (a training step's is even).
+    """
     shard = _SHARD.get()
     if shard is None or shard.world_size == 1:
         return x
+    if shard.total is not None:
+        raise ValueError("gather_examples gathers equal shards only")
     import torch.distributed as dist
 
     parts = [torch.empty_like(x) for _ in range(shard.world_size)]

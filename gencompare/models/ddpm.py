@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory, draw_examples, forget_on_load
+from gencompare.models.base import (GenerativeModel, OptimizerFactory, batch_shard, batch_total, draw_examples,
+                                    forget_on_load, in_chunks, shard_chunks)
 from gencompare.models.diffusion_math import (  # noqa: F401 - bits_per_dim, make_beta_schedule are public here too
     bits_per_dim,
     discretized_gaussian_log_likelihood,
@@ -293,15 +294,13 @@ class DDPM(GenerativeModel):
         was_training = net.training
         net.eval()
         try:
-            out = []
-            for start in range(0, n, self.sample_batch_size):
-                m = min(self.sample_batch_size, n - start)
-                x = (
-                    noise[start : start + m].to(self.device, torch.float32)
-                    if noise is not None
-                    else torch.randn(m, *self.data_shape, device=self.device)
-                )
-                out.append(self.to_data_space(sampler(self, net, x)))
+            bs = self.sample_batch_size
+            if noise is not None:
+                out = [self.to_data_space(sampler(self, net, noise[i : i + bs].to(self.device, torch.float32)))
+                       for i in range(0, n, bs)]
+            else:  # data-parallel: this rank's rows of each global chunk, their noise the global draw's
+                out = in_chunks(lambda m: self.to_data_space(sampler(self, net, draw_examples(
+                    lambda k: torch.randn(k, *self.data_shape, device=self.device), m))), n, bs)
             return torch.cat(out) if out else torch.empty(0, *self.data_shape, device=self.device)
         finally:
             net.train(was_training)
@@ -384,23 +383,34 @@ class DDPM(GenerativeModel):
         net.eval()
         try:
             diffusion, decoder = [], []
-            for b0 in range(0, x0_all.shape[0], self.bound_batch_size):
-                x0 = x0_all[b0 : b0 + self.bound_batch_size]
-                b = x0.shape[0]
-                per_call = max(1, self.bound_batch_size // b)
-                terms = []
-                for s0 in range(0, all_steps.numel(), per_call):
-                    ts = all_steps[s0 : s0 + per_call]
-                    t = ts.repeat_interleave(b)  # (c*b,), timestep-major
-                    x0_rep = x0.repeat(ts.numel(), *([1] * (x0.dim() - 1)))
-                    x_t = self.q_sample(x0_rep, t).float()
-                    terms.append(self._vb_terms(net, x0_rep, x_t, t).reshape(ts.numel(), b))
-                terms_all = torch.cat(terms)  # (1 + K, b)
+            start = 0
+            for m, keep, shard in shard_chunks(x0_all.shape[0], self.bound_batch_size):  # data-parallel: global chunks
+                with batch_shard(shard):  # a rank with no row of the chunk scores one of its own, dropped
+                    terms_all = self._bound_chunk(net, x0_all[min(start, x0_all.shape[0] - 1):][:m], all_steps)
+                terms_all = terms_all[:, :keep]  # (1 + K, b)
+                start += keep
                 decoder.append(terms_all[0])
                 diffusion.append(terms_all[1:].sum(0) * scale)
         finally:
             net.train(was_training)
         return {"prior": self.prior_term(x), "diffusion": torch.cat(diffusion), "decoder": torch.cat(decoder)}
+
+    def _bound_chunk(self, net: nn.Module, x0: Tensor, all_steps: Tensor) -> Tensor:
+        """The terms at ``all_steps`` ``(S,)`` for ``x0`` ``(b, ...)``: ``(S, b)``, denoiser calls
+        batched over (timestep, example) pairs; the x_t noise is the global batch's draw, this
+        rank's rows (one process: the draw itself)."""
+        b = x0.shape[0]
+        per_call = max(1, self.bound_batch_size // batch_total(b))  # grouped as one process groups them
+        terms = []
+        for s0 in range(0, all_steps.numel(), per_call):
+            ts = all_steps[s0 : s0 + per_call]
+            t = ts.repeat_interleave(b)  # (c*b,), timestep-major
+            x0_rep = x0.repeat(ts.numel(), *([1] * (x0.dim() - 1)))
+            noise = draw_examples(lambda m: torch.randn(ts.numel(), m, *x0.shape[1:], dtype=x0.dtype,
+                                                        device=x0.device), b, dim=1)
+            x_t = self.q_sample(x0_rep, t, noise.reshape(x0_rep.shape)).float()
+            terms.append(self._vb_terms(net, x0_rep, x_t, t).reshape(ts.numel(), b))
+        return torch.cat(terms)
 
     def _vb_terms(self, net: nn.Module, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """L_{t-1} per example in nats (``(B,)``): decoder NLL where t == 0, else the Gaussian KL."""

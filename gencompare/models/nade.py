@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, OptimizerFactory, draw_examples, forget_on_load, gather_examples
+from gencompare.models.base import (GenerativeModel, OptimizerFactory, draw_examples, forget_on_load, gather_examples,
+                                    in_chunks, spread)
 from gencompare.models.nade_math import (INPUT_SCALE, NADELogits, data_initialisation, likelihood_chunk,
                                          mixture_log_density, variable_order)
 
@@ -53,7 +54,6 @@ class _Autoregressive(GenerativeModel):
     likelihood_label = "exact"
     likelihood_description = "exact log-likelihood"
     likelihood_kind = "nll_exact"
-
     order_index: Tensor
 
     def __init__(
@@ -129,9 +129,8 @@ class _Autoregressive(GenerativeModel):
     def _sample_chunked(self, n: int) -> Tensor:
         # Chunks of 2,000 keep the (chunk, H) running sum cache-sized: 10,000 MNIST
         # samples took 2.8 s in chunks of 2,000 against 4.8 s in one batch (one thread).
-        parts = [self._sample_ordered(min(_SAMPLE_CHUNK, n - i)) for i in range(0, n, _SAMPLE_CHUNK)]
-        out = torch.cat(parts) if parts else self.c.new_empty(0, self.data_dim)
-        return self._from_order(out)
+        parts = in_chunks(self._sample_ordered, n, _SAMPLE_CHUNK)  # data-parallel: the global batch's chunks
+        return self._from_order(torch.cat(parts) if parts else self.c.new_empty(0, self.data_dim))
 
 
 class NADE(_Autoregressive):
@@ -223,7 +222,7 @@ class NADE(_Autoregressive):
         a = self.c.expand(n, -1).clone()  # (n, H)
         for d in range(D):
             p = torch.sigmoid(torch.sigmoid(a) @ self.V[d] + self.b[d])  # (n,)
-            x_d = torch.bernoulli(p)
+            x_d = draw_examples(lambda m: torch.bernoulli(spread(p)), n)  # (n,); p: (n,)
             out[:, d] = x_d
             a.addr_(x_d, Wt[d])
         return out
@@ -388,10 +387,11 @@ class RNADE(_Autoregressive):
         for d in range(D):
             h = torch.sigmoid(a * self.rho[d])
             params = h @ self.V[d] + self.b[d]  # (n, 3K)
-            comp = torch.multinomial(torch.softmax(params[:, :K], dim=-1), 1)  # (n, 1)
+            probs = torch.softmax(params[:, :K], dim=-1)  # (n, K)
+            comp = draw_examples(lambda m: torch.multinomial(spread(probs, 1.0), 1), n)  # (n, 1)
             mu = params[:, K : 2 * K].gather(1, comp).squeeze(1)
             sigma = params[:, 2 * K :].gather(1, comp).squeeze(1).exp()
-            x_d = mu + sigma * torch.randn_like(mu)
+            x_d = mu + sigma * draw_examples(lambda m: torch.randn(m, dtype=mu.dtype, device=mu.device), n)
             out[:, d] = x_d
             a.addr_(x_d, Wt[d])
         if self._is_image:

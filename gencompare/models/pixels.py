@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gencompare.models.base import draw_examples
+
 #: The nats a density on [0, 1]^D gains per dimension over the probability of 256 levels.
 LOG_256 = math.log(256.0)
 #: Lower bound on the discretized logistic's log-scale (PixelCNN++'s -7): the bin of width
@@ -35,7 +37,10 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     ``k`` is recovered by rounding, so pixels off the 8-bit grid are snapped to it.
     """
     k = torch.round(x * 255.0)
-    u = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+    if generator is None:  # data-parallel: this rank's rows of the global batch's draw
+        u = draw_examples(lambda m: torch.rand(m, *x.shape[1:], device=x.device), len(x))
+    else:
+        u = torch.rand(x.shape, generator=generator, device=generator.device)
     return (k + u.to(x.device, x.dtype)) / 256.0
 
 

@@ -164,7 +164,8 @@ class VAE(GenerativeModel):
         location and log-scale ``(..., D)`` each for the discretized logistic; mean and
         log-variance ``(..., D)`` each for points."""
         lead = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*lead, -1)
+        out = self.decoder(z.reshape(-1, self.latent_dim))
+        out = out.reshape(*lead, out.shape[-1])  # not -1: a rank may decode no row (metrics.ranks)
         if self.pixel_decoder == "discretized_logistic":
             return out.chunk(2, dim=-1)
         if self.is_image:
@@ -272,7 +273,8 @@ class VAE(GenerativeModel):
         chunks = []
         for start in range(0, k, self.iwae_chunk):
             s = min(self.iwae_chunk, k - start)
-            eps = torch.randn(s, *mu.shape, device=mu.device, dtype=mu.dtype)
+            eps = draw_examples(lambda m: torch.randn(s, m, *mu.shape[1:], device=mu.device, dtype=mu.dtype),
+                                len(mu), dim=1)  # (s, B, latent_dim); data-parallel: the global batch's
             z = mu + std * eps  # (s, B, latent_dim)
             log_px = self._log_px_given_z(x_flat, z)
             log_pz = -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
@@ -342,7 +344,7 @@ class VAE(GenerativeModel):
         was_training = self.training
         self.eval()
         try:
-            z = torch.randn(n, self.latent_dim, device=self.device)
+            z = draw_examples(lambda m: torch.randn(m, self.latent_dim, device=self.device), n)
             params = self._decode(z)
             if self.pixel_decoder == "discretized_logistic":
                 x = params[0].clamp(0.0, 1.0)  # the location; the edge bins hold the mass outside [0, 1]
@@ -350,7 +352,8 @@ class VAE(GenerativeModel):
                 x = torch.sigmoid(params) if self.binary else continuous_bernoulli_mean(params)
             else:
                 mean, logvar = params
-                x = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+                noise = draw_examples(lambda m: torch.randn(m, *mean.shape[1:], dtype=mean.dtype, device=mean.device), n)
+                x = mean + torch.exp(0.5 * logvar) * noise
             return x.reshape(n, *self.data_shape)
         finally:
             self.train(was_training)

@@ -44,10 +44,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gencompare.data import BatchStream
 from gencompare.errors import GencompareError
+from gencompare.metrics.ranks import AcrossRanks, OneProcess
 from gencompare.models.base import BatchShard, GenerativeModel, batch_shard
 from gencompare.train.loop import OneModel, TrainingStep, clip_and_measure
 
-__all__ = ["DataParallel", "RankInfo", "launched", "rank_info", "record_facts", "setup", "step_strategy",
+__all__ = ["DataParallel", "RankInfo", "evaluation_ranks", "launched", "rank_info", "record_facts", "setup", "step_strategy",
            "teardown"]
 
 #: seconds a collective waits for the other ranks before the job fails (a rank that died
@@ -100,12 +101,19 @@ def setup(device: torch.device) -> RankInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {}
         if device.type == "cuda":
-            torch.cuda.set_device(info.local_rank)
-            kwargs["device_id"] = torch.device("cuda", info.local_rank)
+            index = gpu_index(info)
+            torch.cuda.set_device(index)
+            kwargs["device_id"] = torch.device("cuda", index)
         limit = datetime.timedelta(seconds=timeout)
         dist.init_process_group(backend, store=_attempt_store(info, limit), rank=info.rank,
                                 world_size=info.world_size, timeout=limit, **kwargs)
     return info
+
+
+def gpu_index(info: RankInfo) -> int:
+    """The GPU of a rank: ``cuda:<local rank>``, or the one GPU a rank sees (SLURM binding a
+    GPU per task)."""
+    return info.local_rank if torch.cuda.device_count() > 1 else 0
 
 
 def _attempt_store(info: RankInfo, timeout: datetime.timedelta) -> dist.Store:
@@ -265,6 +273,17 @@ def note_run_dir(log_dir: str, run_dir: Path) -> None:
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(str(Path(run_dir).resolve()) + "\n")
+
+
+def evaluation_ranks(device: torch.device) -> OneProcess:
+    """The processes an evaluation (or ``gencompare sample``) runs on
+    (:mod:`gencompare.metrics.ranks`): :class:`~gencompare.metrics.ranks.OneProcess` for a
+    process torch elastic did not start, else :class:`~gencompare.metrics.ranks.AcrossRanks`
+    after joining the process group (:func:`setup`; a training run has joined it already)."""
+    if not launched():
+        return OneProcess()
+    info = setup(device)
+    return AcrossRanks(info.rank, info.world_size)
 
 
 def record_facts(cfg: Any) -> dict[str, int]:
