@@ -22,15 +22,15 @@ import torch
 
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR, compose_train
+from conftest import CONF_DIR
 from model_configs import from_config
+from test_distributed import _one_process
 from gencompare.models import nade as nade_module
 from gencompare.build import load_run_model
 from gencompare.evaluate import evaluate_run
 from gencompare.metrics.ranks import AcrossRanks
 from gencompare.models.base import batch_shard
 from gencompare.sample import draw_to_file
-from gencompare.train.train import train
 
 ROW_TOL = 1e-5
 
@@ -159,12 +159,7 @@ def test_two_ranks_record_the_one_process_evaluation(tmp_path, data_dir):
     trainer.devices=2, evaluating one checkpoint with `gencompare eval trainer.devices=2`;
     and `gencompare sample` under torchrun draws the one-process samples."""
     one = tmp_path / "one"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(compose_train(one, data_dir, *EVAL_RUN))
-    finally:
-        torch.set_num_threads(threads)
+    _one_process(one, data_dir, *EVAL_RUN)
     trained_one = _evaluation(one / "metrics.json")
     assert trained_one["num_samples"] == 301 and trained_one["likelihood.num_examples"] == 101
     assert trained_one["mode_coverage.high_quality_fraction"] > 0  # samples near the modes: a comparison of substance
