@@ -45,7 +45,7 @@ def test_pacgan2d_cpu_runs_and_records_pacgans_network_sizes(compose):
     cfg = compose("experiment=pacgan2d_cpu", "dataset=ring8", "model.module.pack=2", "dataset.num_train=2000",
                   "trainer.seed_batch=1",
                   "trainer.max_steps=4", "trainer.batch_size=200", "trainer.eval_every=2", "metrics=default",
-                  "metrics.num_samples_2d=500")
+                  "metrics.num_samples_2d=500", "metrics.ais.enabled=false")
     metrics = train(cfg)
     assert metrics["steps"] == 4 and metrics["batch_size"] == 200
     assert metrics["parameters"] == {"generator": 484_802, "discriminator": 407_201}

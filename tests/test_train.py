@@ -48,7 +48,7 @@ def test_all_four_families_train_in_one_sweep_on_ring8(tmp_path, data_dir):
     # denoiser passes per point, and this test is about the sweep, not the numbers
     res = run_cli("train", "-m", "model=gan,vae,nade,ddpm", "dataset=ring8", "trainer.max_steps=5",
                   "trainer.progress=false", "logger=none", "metrics.num_samples_2d=500",
-                  "metrics.likelihood.max_examples=50", "hydra.sweep.dir=sweep4", cwd=tmp_path, data_dir=data_dir)
+                  "metrics.likelihood.max_examples=50", "metrics.ais.enabled=false", "hydra.sweep.dir=sweep4", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     runs = sorted((tmp_path / "sweep4").glob("*/metrics.json"))
     assert [json.loads(p.read_text())["model"] for p in runs] == ["gan", "vae", "nade", "ddpm"]
@@ -96,7 +96,9 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, data_dir):
     assert all(torch.equal(full[k], part[k]) for k in full)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGINT takes SIGTERM's path (signals.StopRequest) but for the exit status, which
+# test_hardening_runs and test_distributed check for SIGINT in make test
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_signal_saves_checkpoint_and_resume_ends_with_same_weights(tmp_path, data_dir, sig):
     args = ["train", "model=gan", "dataset=ring8", "logger=none", "trainer.progress=false",
             "trainer.max_steps=600", "trainer.checkpoint_every=20", "trainer.batch_size=64", "seed=5",
@@ -121,7 +123,7 @@ def test_signal_saves_checkpoint_and_resume_ends_with_same_weights(tmp_path, dat
 
 
 def test_two_job_multirun_gives_two_run_dirs_and_two_wandb_runs(tmp_path, data_dir):
-    res = run_cli("train", "-m", "model=gan,vae", "dataset=ring8", "trainer.max_steps=5",
+    res = run_cli("train", "-m", "model=gan,vae", "dataset=ring8", "trainer.max_steps=5", "metrics=none",
                   "trainer.progress=false", "hydra.sweep.dir=sweep", cwd=tmp_path, data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
