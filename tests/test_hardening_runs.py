@@ -234,13 +234,18 @@ def test_ctrl_c_while_torch_loads_under_python_m_is_one_line(tmp_path, data_dir)
     """``python -m gencompare`` (torchrun's form) imports torch before any command runs: a
     Ctrl-C there is the start-up line too, not Python's traceback. The interrupt is raised at
     the first import of torch or a submodule of it, wherever that is, so the moment is exact on any machine."""
-    hook = ("import builtins, os, runpy, signal, sys\n"
-            "real = builtins.__import__\n"
-            "def hooked(name, *a, **k):\n"
-            "    if (name == 'torch' or name.startswith('torch.')) and 'torch' not in sys.modules:\n"
-            "        os.kill(os.getpid(), signal.SIGINT)\n"
-            "    return real(name, *a, **k)\n"
-            "builtins.__import__ = hooked\n"
+    hook = ("import os, runpy, signal, sys\n"
+            "class InterruptAtTorch:\n"  # a meta path finder: every route of an import asks it
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            sys.meta_path.remove(self)\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "        return None\n"
+            "if 'torch' in sys.modules: sys.stderr.write('torch was loaded before the hook\\n')\n"
+            "if signal.getsignal(signal.SIGINT) is not signal.default_int_handler or signal.SIGINT in "
+            "signal.pthread_sigmask(signal.SIG_BLOCK, []):\n"
+            "    sys.stderr.write('SIGINT ignored or blocked in this process\\n')\n"
+            "sys.meta_path.insert(0, InterruptAtTorch())\n"
             "sys.argv = ['gencompare', *sys.argv[1:]]\n"
             "runpy.run_module('gencompare', run_name='__main__', alter_sys=True)\n")
     proc = subprocess.run([sys.executable, "-c", hook, "train", *TINY, "trainer.max_steps=2", "hydra.run.dir=r"], cwd=tmp_path,
