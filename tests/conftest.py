@@ -15,7 +15,16 @@ import pytest
 # thread count `_torch_threads` sets.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import signal  # noqa: E402
+
 import torch  # noqa: E402 - after OMP_NUM_THREADS, which torch reads when it loads
+
+# A suite started in the background by a non-interactive shell (`cmd &`, nohup, some CI
+# runners) inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests
+# would then see runs that ignore the signal and test nothing. Give this process, and so its
+# children, the SIGINT a terminal gives a command.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT / "conf")
