@@ -277,6 +277,13 @@ def draw_examples(draw: Callable[[int], Tensor], n: int, dim: int = 0) -> Tensor
     return draw(total).narrow(dim, start, n)
 
 
+def randn_examples_like(x: Tensor) -> Tensor:
+    """``torch.randn_like(x)`` for ``x`` ``(B, ...)`` whose first dimension indexes examples,
+    drawn through :func:`draw_examples`: in a data-parallel step or evaluation this rank's
+    rows of the global batch's draw."""
+    return draw_examples(lambda m: torch.randn(m, *x.shape[1:], dtype=x.dtype, device=x.device), len(x))
+
+
 def batch_total(n: int) -> int:
     """The global batch of which this rank holds ``n`` rows (outside a :class:`BatchShard`: ``n``)."""
     shard = _active()

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from gencompare.models.base import (GenerativeModel, OptimizerFactory, batch_shard, batch_total, draw_examples,
-                                    forget_on_load, in_chunks, shard_chunks)
+                                    forget_on_load, in_chunks, randn_examples_like, shard_chunks)
 from gencompare.models.diffusion_math import (  # noqa: F401 - bits_per_dim, make_beta_schedule are public here too
     bits_per_dim,
     discretized_gaussian_log_likelihood,
@@ -231,7 +231,7 @@ class DDPM(GenerativeModel):
         self._range_checked = True
         # per example: under data parallelism each rank's rows of the global batch's draws
         t = draw_examples(lambda m: torch.randint(0, self.num_timesteps, (m,), device=x0.device), len(x0))
-        noise = draw_examples(lambda m: torch.randn(m, *x0.shape[1:], dtype=x0.dtype, device=x0.device), len(x0))
+        noise = randn_examples_like(x0)
         eps = self.denoiser(self.q_sample(x0, t, noise), t)
         loss = ((noise - eps) ** 2).mean()
         return loss, {"loss": loss.detach()}

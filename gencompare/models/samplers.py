@@ -18,16 +18,10 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor, nn
 
-from gencompare.models.base import draw_examples
+from gencompare.models.base import randn_examples_like
 
 if TYPE_CHECKING:
     from gencompare.models.ddpm import DDPM
-
-
-def _noise_like(x: Tensor) -> Tensor:
-    """``torch.randn_like(x)`` for ``x`` ``(B, ...)``; in a data-parallel evaluation this
-    rank's rows of the global batch's draw (:func:`gencompare.models.base.draw_examples`)."""
-    return draw_examples(lambda m: torch.randn(m, *x.shape[1:], dtype=x.dtype, device=x.device), len(x))
 
 
 class Sampler(Protocol):
@@ -57,7 +51,7 @@ class AncestralSampler:
             mean, _, _ = ddpm._p_mean(net, x, t)
             x = mean.float()
             if i > 0:
-                x = x + math.exp(0.5 * float(ddpm.model_log_variance[i])) * _noise_like(x)
+                x = x + math.exp(0.5 * float(ddpm.model_log_variance[i])) * randn_examples_like(x)
         return x
 
     def describe(self) -> str:
@@ -97,7 +91,7 @@ class DDIMSampler:
             direction = math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * ddpm._precise(eps)
             x64 = math.sqrt(ab_prev) * x0_pred + direction
             if self.eta > 0 and k + 1 < len(seq):
-                x64 = x64 + sigma * _noise_like(x64)
+                x64 = x64 + sigma * randn_examples_like(x64)
             x = x64.float()
         return x
 

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gencompare.models.base import GenerativeModel, LatentDecoder, OptimizerFactory, draw_examples
+from gencompare.models.base import (GenerativeModel, LatentDecoder, OptimizerFactory, draw_examples,
+                                    randn_examples_like)
 from gencompare.models.pixels import discretized_logistic_log_likelihood
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -200,7 +201,7 @@ class VAE(GenerativeModel):
     def _elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Single-sample reconstruction term E_q[log p(x|z)] and analytic KL(q||p), each ``(B,)``."""
         mu, logvar = self.encode(x)
-        eps = draw_examples(lambda m: torch.randn(m, *mu.shape[1:], dtype=mu.dtype, device=mu.device), len(mu))
+        eps = randn_examples_like(mu)
         z = mu + torch.exp(0.5 * logvar) * eps
         recon = self._log_px_given_z(x.reshape(x.shape[0], -1), z.unsqueeze(0)).squeeze(0)
         # Kingma & Welling 2014, Appendix B: -KL = 1/2 sum(1 + log s^2 - m^2 - s^2).
@@ -352,7 +353,7 @@ class VAE(GenerativeModel):
                 x = torch.sigmoid(params) if self.binary else continuous_bernoulli_mean(params)
             else:
                 mean, logvar = params
-                noise = draw_examples(lambda m: torch.randn(m, *mean.shape[1:], dtype=mean.dtype, device=mean.device), n)
+                noise = randn_examples_like(mean)
                 x = mean + torch.exp(0.5 * logvar) * noise
             return x.reshape(n, *self.data_shape)
         finally:
