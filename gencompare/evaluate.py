@@ -26,7 +26,7 @@ from gencompare.errors import GencompareError
 from gencompare.metrics.base import EvalContext, build_metrics
 from gencompare.metrics.likelihood import test_likelihood  # noqa: F401 - its home before the metrics were objects
 from gencompare.metrics.ranks import OneProcess
-from gencompare.models.base import GenerativeModel, batch_shard
+from gencompare.models.base import GenerativeModel
 from gencompare.record import RecordError, RunDir, RunMetrics, flatten, read_metrics, write_metrics
 from gencompare.report.tables import declared_rows, run_table
 from gencompare.terminal import console, table_console
@@ -53,9 +53,7 @@ def draw_samples(model: GenerativeModel, n: int, batch_size: int, seed: int,
         drawn = 0
         while drawn < n:
             b = min(batch_size, n - drawn)
-            with batch_shard(ranks.shard(b)):
-                part = model.sample(ranks.rows(b)[1]).detach().float().cpu()
-            chunks.append(ranks.gather(part, b))
+            chunks.append(ranks.chunk(b, lambda _, count: model.sample(count).detach().float().cpu()))
             drawn += b
             if first_1000 is None and drawn >= min(n, 1000):
                 if model.device.type == "cuda":

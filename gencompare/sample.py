@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from gencompare.build import load_run_model
 from gencompare.errors import GencompareError
 from gencompare.metrics.ranks import OneProcess
-from gencompare.models.base import GenerativeModel, batch_shard
+from gencompare.models.base import GenerativeModel
 from gencompare.plots import save_samples
 from gencompare.record import RunDir, atomic_write
 from gencompare.terminal import console
@@ -171,8 +171,6 @@ def _draw_into(model: GenerativeModel, n: int, seed: int, batch: int, ranks: One
         try:
             for start in range(0, n, batch):
                 b = min(batch, n - start)
-                with batch_shard(ranks.shard(b)):
-                    part = model.sample(ranks.rows(b)[1]).detach().float().cpu()
-                write(start, ranks.gather(part, b))
+                write(start, ranks.chunk(b, lambda _, count: model.sample(count).detach().float().cpu()))
         finally:
             model.train(was_training)

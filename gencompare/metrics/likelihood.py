@@ -10,7 +10,6 @@ import torch
 
 from gencompare.metrics.base import EvalContext, Metric
 from gencompare.metrics.ranks import OneProcess
-from gencompare.models.base import batch_shard
 from gencompare.models.pixels import LOG_256, dequantization_note, dequantize
 from gencompare.record import Likelihood
 
@@ -69,12 +68,11 @@ class FamilyLikelihood(Metric):
         dequantized = eight_bit and not model.discrete_likelihood
         with torch.no_grad():
             for i in range(0, len(x), bs):
-                n = len(x[i : i + bs])
-                start, count = ranks.rows(n)
-                with batch_shard(ranks.shard(n)):
+                def rows_ll(start: int, count: int, i: int = i) -> torch.Tensor:
                     xb = x[i + start : i + start + count]
-                    ll = model.log_likelihood(dequantize(xb) if dequantized else xb).double().cpu()
-                ll = ranks.gather(ll, n)  # (n,): every rank's rows, in order
+                    return model.log_likelihood(dequantize(xb) if dequantized else xb).double().cpu()
+
+                ll = ranks.chunk(len(x[i : i + bs]), rows_ll)  # (n,): every rank's rows, in order
                 values.append(ll - d * LOG_256 if dequantized else ll)
         model.train(was_training)
         nll = -torch.cat(values)

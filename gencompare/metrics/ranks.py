@@ -18,10 +18,12 @@ every rank; every other metric runs on rank 0 alone, on the gathered samples
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from gencompare.models.base import BatchShard
+from gencompare.models.base import BatchShard, batch_shard
 
 __all__ = ["AcrossRanks", "OneProcess"]
 
@@ -53,6 +55,16 @@ class OneProcess:
     def gather(self, x: Tensor, n: int) -> Tensor:
         """The global chunk ``(n, ...)`` from this process's rows ``x`` of it."""
         return x
+
+    def chunk(self, n: int, compute: Callable[[int, int], Tensor]) -> Tensor:
+        """A global chunk of ``n`` rows ``(n, ...)``: ``compute(start, count)``, this process's
+        rows ``[start, start + count)`` of it ``(count, ...)``, run under its
+        :class:`~gencompare.models.base.BatchShard` (so the model draws the chunk's noise as one
+        process draws it), then gathered. One process: ``compute(0, n)``."""
+        start, count = self.rows(n)
+        with batch_shard(self.shard(n)):
+            part = compute(start, count)
+        return self.gather(part, n)
 
 
 class AcrossRanks(OneProcess):
