@@ -328,6 +328,21 @@ def test_signal_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint
     assert not scratch_dir(1, run_id).exists(), "rank 1's scratch dir was left"
 
 
+def test_a_stop_asked_of_one_rank_stops_every_rank_after_one_step(tmp_path):
+    """The stop agreement (StopAgreement): rank 1 alone asked to stop at step 150 (a signal
+    may reach the ranks at different steps), both ranks stop after the same step, after the
+    request and at most one agreement interval (max_steps = 100) and a step later; the
+    agreements are spaced (one per step cost 1.2 ms of a 2.7 ms step on this CPU) when steps
+    are short: 2 ms steps, every_s = 0.2 s."""
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(ROOT / "tests" / "stop_agreement_worker.py"), "150", "2", str(tmp_path)],
+                   check=True, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"], ranks
+    assert 150 < ranks[0]["step"] <= 150 + 100 + 1, ranks
+    assert ranks[0]["agreements"] == ranks[1]["agreements"] <= ranks[0]["step"] / 10, ranks
+
+
 def test_an_unknown_resume_value_is_one_line(tmp_path, data_dir):
     """trainer.resume takes true, false or auto (the schema's RESUME_CHOICES)."""
     value = "maybe"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,8 @@ from gencompare.metrics.ranks import AcrossRanks, OneProcess
 from gencompare.models.base import BatchShard, GenerativeModel, batch_shard
 from gencompare.train.loop import OneModel, TrainingStep, clip_and_measure
 
-__all__ = ["DataParallel", "RankInfo", "evaluation_ranks", "launched", "rank_info", "record_facts", "setup", "step_strategy",
-           "teardown"]
+__all__ = ["DataParallel", "RankInfo", "StopAgreement", "evaluation_ranks", "launched", "rank_info", "record_facts",
+           "setup", "step_strategy", "teardown"]
 
 #: seconds a collective waits for the other ranks before the job fails (a rank that died
 #: or hangs ends the run in one line instead of a hang); ``GENCOMPARE_COLLECTIVE_TIMEOUT_S``.
@@ -131,13 +132,13 @@ def _attempt_store(info: RankInfo, timeout: datetime.timedelta) -> dist.Store:
     return dist.PrefixStore(f"gencompare/{attempt}/", store)
 
 
-#: the collective :meth:`DataParallel.agree_stop` left running, finished before leaving
+#: the collective :class:`StopAgreement` left running, finished before leaving
 _PENDING: list[Any] = []
 
 
 def teardown(*, finished: bool = True) -> None:
     """Leave the process group (a no-op when none was joined): after a run that finished,
-    once the last stop flag's all-reduce did; after a failure, at once (another rank may be
+    once the last stop agreement's all-reduce did; after a failure, at once (another rank may be
     gone)."""
     while _PENDING:
         work = _PENDING.pop()
@@ -154,13 +155,68 @@ def _wrap_optimizer_params(model: GenerativeModel, params: list[Tensor], device:
     ignored = [n for n, p in step.named_parameters() if id(p) not in mine] + [n for n, _ in step.named_buffers()]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, ignored)
     device_ids = [device] if device.type == "cuda" else None
-    return DistributedDataParallel(step, device_ids=device_ids, **_NO_BUFFER_SYNC)
+    # gradients as views of the all-reduce buckets: no copy back from the bucket after the
+    # all-reduce (benchmarks/results/ddp-cpu.md); the averaged values are the same
+    return DistributedDataParallel(step, device_ids=device_ids, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC)
 
 
 # no buffer broadcast before each forward; torch >= 2.14 names it forward_sync_buffers
 _NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
                    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
                    else {"broadcast_buffers": False})
+
+
+class StopAgreement:
+    """Whether any rank has been asked to stop (SIGINT / SIGTERM), agreed by all: called
+    after every step on every rank, it returns True on every rank after the same step, so
+    rank 0's checkpoint is every rank's state.
+
+    An agreement is one all-reduce (MAX) of ``(stop requested, interval)``, launched after a
+    step and read after the next, which it overlaps. Rank 0 spaces the agreements about
+    ``every_s`` apart (``interval``: the steps to the next one, from its measured step time,
+    at most ``max_steps``; the other ranks send 0), since one every step cost 1.2 ms a step
+    of the 2D GAN, whose step takes 2.5-2.7 ms in one process, on 2 CPU cores
+    (benchmarks/results/ddp-cpu.md). A stop comes at most about ``every_s`` plus a step
+    after the request. The all-reduce goes over gloo on the host (a new group under
+    nccl, where it would sync the GPU every time).
+    """
+
+    def __init__(self, info: RankInfo, *, every_s: float = 0.05, max_steps: int = 100) -> None:
+        self.info, self.every_s, self.max_steps = info, every_s, max_steps
+        self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+        self.step = 0  # calls so far
+        self.agreements = 0  # all-reduces launched
+        self._pending: tuple[Tensor, Any] | None = None  # the all-reduce in flight
+        self._read_at, self._launch_at = 0, 1  # the step it is read after; the next one's
+        self._launched: tuple[int, float] | None = None  # the last launch's (step, time)
+
+    def __call__(self, requested: bool) -> bool:
+        """Whether to stop after this step; ``requested``: this rank has been asked to."""
+        self.step += 1
+        if self._pending is not None and self.step == self._read_at:
+            flags, work = self._pending
+            work.wait()
+            self._pending = None
+            if bool(flags[0]):
+                return True
+            self._launch_at = self.step - 1 + int(flags[1])
+        if self._pending is None and self.step >= self._launch_at:
+            self._launch(requested)
+        return False
+
+    def _launch(self, requested: bool) -> None:
+        now = time.perf_counter()
+        interval = 1
+        if self.info.main and self._launched is not None:
+            step_s = (now - self._launched[1]) / max(self.step - self._launched[0], 1)
+            interval = int(min(max(self.every_s / max(step_s, 1e-9), 1), self.max_steps))
+        self._launched = (self.step, now)
+        flags = torch.tensor([int(requested), interval if self.info.main else 0], dtype=torch.int64)
+        work = dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        self._pending, self._read_at = (flags, work), self.step + 1
+        self.agreements += 1
+        _PENDING.append(work)
+        del _PENDING[:-1]
 
 
 class DataParallel:
@@ -200,26 +256,11 @@ class DataParallel:
             seen |= {id(p) for p in params}
         self.ddp = {name: _wrap_optimizer_params(model, params, device) for name, params in groups.items()}
         self.run_dir: str | None = None  # rank 0's run dir, once :func:`step_strategy` shared it
-        # the stop flag goes over gloo on the host: on nccl it would sync the GPU every step
-        self.control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-        self._flags: tuple[Tensor, Any] | None = None  # the last step's flag, being reduced
+        self.stop_agreement = StopAgreement(info)
 
     def agree_stop(self, requested: bool) -> bool:
-        """Whether any rank had been asked to stop (SIGINT / SIGTERM) by the end of the
-        previous step: each step's flags are all-reduced while the next step runs (no wait
-        on the others per step), so every rank stops after the same step, one step after the
-        signal, and rank 0's checkpoint is every rank's state."""
-        agreed = False
-        if self._flags is not None:
-            flag, work = self._flags
-            work.wait()
-            agreed = bool(flag.item())
-        flag = torch.tensor([int(requested)], dtype=torch.int32)
-        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.control, async_op=True)
-        self._flags = (flag, work)
-        _PENDING.append(work)
-        del _PENDING[:-1]
-        return agreed
+        """Whether every rank stops after this step (:class:`StopAgreement`)."""
+        return self.stop_agreement(requested)
 
     def next_batch(self) -> Tensor:
         batch = next(self.stream)  # (B, ...): the global batch, as one process draws it
