@@ -12,7 +12,6 @@ samples themselves (0.1 to 1), so 1e-5 separates the two.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import CONF_DIR
 from model_configs import from_config
-from test_distributed import _one_process
+from test_distributed import _env, _one_process
 from gencompare.models import nade as nade_module
 from gencompare.build import load_run_model
 from gencompare.evaluate import evaluate_run
@@ -119,11 +118,6 @@ EVAL_RUN = ["model=vae", "dataset=ring8", "trainer.max_steps=100", "trainer.batc
 #: example moves the NLL by 1e-3 or more.
 METRIC_RTOL = 1e-5
 WALL_CLOCK = {"sample_time_1000_s", "seconds"}
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "GENCOMPARE_DATA_DIR": str(data_dir),
-            "GENCOMPARE_CACHE_DIR": str(data_dir / "cache"), "WANDB_MODE": "disabled"}
 
 
 def _gencompare(tmp_path: Path, data_dir: Path, *args: str, torchrun: bool = False) -> None:

@@ -68,11 +68,13 @@ class FamilyLikelihood(Metric):
         dequantized = eight_bit and not model.discrete_likelihood
         with torch.no_grad():
             for i in range(0, len(x), bs):
-                def rows_ll(start: int, count: int, i: int = i) -> torch.Tensor:
-                    xb = x[i + start : i + start + count]
+                chunk = x[i : i + bs]
+
+                def rows_ll(start: int, count: int) -> torch.Tensor:  # called at once, by ranks.chunk
+                    xb = chunk[start : start + count]
                     return model.log_likelihood(dequantize(xb) if dequantized else xb).double().cpu()
 
-                ll = ranks.chunk(len(x[i : i + bs]), rows_ll)  # (n,): every rank's rows, in order
+                ll = ranks.chunk(len(chunk), rows_ll)  # (n,): every rank's rows, in order
                 values.append(ll - d * LOG_256 if dequantized else ll)
         model.train(was_training)
         nll = -torch.cat(values)

@@ -186,21 +186,21 @@ class StopAgreement:
         self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
         self.step = 0  # calls so far
         self.agreements = 0  # all-reduces launched
-        self._pending: tuple[Tensor, Any] | None = None  # the all-reduce in flight
-        self._read_at, self._launch_at = 0, 1  # the step it is read after; the next one's
+        self._pending: tuple[Tensor, Any] | None = None  # the all-reduce in flight, read at the next call
+        self._launch_at = 1  # the step the next one is launched after
         self._launched: tuple[int, float] | None = None  # the last launch's (step, time)
 
     def __call__(self, requested: bool) -> bool:
         """Whether to stop after this step; ``requested``: this rank has been asked to."""
         self.step += 1
-        if self._pending is not None and self.step == self._read_at:
+        if self._pending is not None:  # launched after the previous step
             flags, work = self._pending
             work.wait()
             self._pending = None
             if bool(flags[0]):
                 return True
             self._launch_at = self.step - 1 + int(flags[1])
-        if self._pending is None and self.step >= self._launch_at:
+        if self.step >= self._launch_at:
             self._launch(requested)
         return False
 
@@ -213,7 +213,7 @@ class StopAgreement:
         self._launched = (self.step, now)
         flags = torch.tensor([int(requested), interval if self.info.main else 0], dtype=torch.int64)
         work = dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
-        self._pending, self._read_at = (flags, work), self.step + 1
+        self._pending = (flags, work)
         self.agreements += 1
         _PENDING.append(work)
         del _PENDING[:-1]
